@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train  # noqa: E402
-from ser_metrics import (  # noqa: E402
+import train
+from ser_metrics import (
     classification_metrics,
     format_table,
     save_confusion_png,
@@ -105,9 +105,7 @@ def write_report(output_dir: Path, summary: dict[str, Any]) -> None:
     independence = "speaker-independent" if summary["speaker_independent"] else "SPEAKER-DEPENDENT"
     if summary["transductive"]:
         independence += ", transductive (test speakers' unlabelled audio used for normalisation)"
-    rows = [
-        {**f, "test_speakers": ",".join(map(str, f["test_speakers"]))} for f in summary["folds"]
-    ]
+    rows = [{**f, "test_speakers": ",".join(map(str, f["test_speakers"]))} for f in summary["folds"]]
     pooled_row = {"fold": "pooled", **{k: summary["pooled"][k] for k in ("wa", "ua", "macro_f1")}}
     mean_row = {
         "fold": "mean ± std",

@@ -166,7 +166,9 @@ def standardize(corpus: DatasetDict, spec: ColumnSpec, num_proc: int | None = No
         check_columns(dataset, spec)
         dataset = dataset.cast_column(spec.audio, Audio(decode=False))
         remove = [c for c in dataset.column_names if c != spec.audio]
-        features = Features({spec.audio: dataset.features[spec.audio], **{c: Value("string") for c in CANONICAL_COLUMNS}})
+        features = Features(
+            {spec.audio: dataset.features[spec.audio], **{c: Value("string") for c in CANONICAL_COLUMNS}}
+        )
         dataset = dataset.map(
             _standardize_row,
             fn_kwargs={"spec": spec, "split": split},

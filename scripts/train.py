@@ -698,7 +698,9 @@ def count_folds(argv: list[str] | None = None) -> tuple[int, str]:
         data_args.cache_dir,
     )
     pooled = datasets.concatenate_datasets(list(standardize(corpus, _spec(data_args)).values()))
-    sessions = dict(zip(pooled["speaker"], pooled["session"])) if data_args.protocol == "loso_session" else None
+    sessions = (
+        dict(zip(pooled["speaker"], pooled["session"])) if data_args.protocol == "loso_session" else None
+    )
     return num_folds(data_args.protocol, pooled["speaker"], sessions), data_args.protocol
 
 
