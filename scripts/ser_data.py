@@ -66,6 +66,23 @@ def load_corpus(
     return loaded
 
 
+def filter_rows(corpus: DatasetDict, row_filter: dict[str, list[Any]] | None) -> DatasetDict:
+    """Keep rows whose `column` value is one of the listed values (e.g. ESD's English half)."""
+    if not row_filter:
+        return corpus
+    out = {}
+    for split, dataset in corpus.items():
+        for column, allowed in row_filter.items():
+            if column not in dataset.column_names:
+                raise DataConfigError(
+                    f"row_filter column {column!r} is not in the dataset; its columns are {dataset.column_names}."
+                )
+            allowed_set = {str(v) for v in allowed}
+            dataset = dataset.filter(lambda v, keep=allowed_set: str(v) in keep, input_columns=column)
+        out[split] = dataset
+    return DatasetDict(out)
+
+
 # ----------------------------------------------------------------------------------------------
 # Column mapping
 # ----------------------------------------------------------------------------------------------

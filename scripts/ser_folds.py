@@ -1,7 +1,9 @@
 """Evaluation protocols: which speakers (or dialogues) are train, validation and test in a fold.
 
 Speaker-independent protocols keep train, validation and test speakers disjoint in every fold:
-- `loso`: leave one speaker out (test), `num_validation_speakers` others for validation.
+- `loso`: leave one speaker out (test), `num_validation_speakers` others for validation. With
+  `speaker_folds=k`, speakers are dealt round-robin (sorted) into k groups and each fold leaves
+  one group out (for corpora with many speakers, e.g. CREMA-D's 91).
 - `loso_session`: leave one session out (IEMOCAP: 5 folds of 2 speakers), validation speakers
   drawn from the remaining sessions.
 - `fixed`: the dataset's own train/validation/test splits (speaker overlap is reported).
@@ -79,9 +81,22 @@ def _pick_validation(candidates: Sequence[str], count: int, genders: dict[str, s
     return set(chosen)
 
 
-def num_folds(protocol: str, speakers: Sequence[str], sessions: dict[str, str] | None = None) -> int:
+def speaker_groups(speakers: Sequence[str], speaker_folds: int | None) -> list[set[str]]:
+    """Test groups of the `loso` protocol: one speaker each, or `speaker_folds` round-robin groups."""
+    unique = sorted(set(speakers))
+    if not speaker_folds or speaker_folds >= len(unique):
+        return [{s} for s in unique]
+    return [set(unique[i::speaker_folds]) for i in range(speaker_folds)]
+
+
+def num_folds(
+    protocol: str,
+    speakers: Sequence[str],
+    sessions: dict[str, str] | None = None,
+    speaker_folds: int | None = None,
+) -> int:
     if protocol == "loso":
-        return len(set(speakers))
+        return len(speaker_groups(speakers, speaker_folds))
     if protocol == "loso_session":
         if not sessions:
             raise ValueError("protocol loso_session needs a session for every speaker (session_column).")
@@ -102,18 +117,20 @@ def make_fold(
     dialogues: Sequence[str] | None = None,
     num_validation_speakers: int = 1,
     seed: int = 0,
+    speaker_folds: int | None = None,
 ) -> Fold:
     """Assign speakers (or dialogues) of fold `fold` under `protocol`.
 
     Args:
         speakers: Speaker of each utterance (or the unique speakers).
+        speaker_folds: `loso` only: number of speaker groups (default one speaker per fold).
         genders: Speaker -> gender, used to balance validation speakers.
         sessions: Speaker -> session, for `loso_session`.
         dialogues: Dialogue id of each utterance, for the speaker-dependent protocol.
     """
     genders = genders or {}
     unique = sorted(set(speakers))
-    total = num_folds(protocol, unique, sessions)
+    total = num_folds(protocol, unique, sessions, speaker_folds)
     if not 0 <= fold < total:
         raise ValueError(f"fold {fold} out of range: protocol {protocol!r} has {total} folds here.")
     if protocol == "loso":

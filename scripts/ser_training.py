@@ -74,8 +74,11 @@ class ComponentLossCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs:
             return
-        for key, total in self.sums.items():
-            if self.counts[key]:
-                logs[f"train_{key}"] = round(total / self.counts[key], 4)
+        means = {
+            f"train_{k}": round(total / self.counts[k], 4) for k, total in self.sums.items() if self.counts[k]
+        }
+        logs.update(means)  # seen by the console, TensorBoard and other reporters after this callback
+        if state.log_history and state.log_history[-1].get("loss") == logs["loss"]:
+            state.log_history[-1].update(means)  # kept in trainer_state.json
         self.sums.clear()
         self.counts.clear()

@@ -41,6 +41,7 @@ from ser_data import (  # noqa: E402
     build_vocab,
     f0_stats_by_gender,
     f0_stats_by_speaker,
+    filter_rows,
     load_corpus,
     normalize_transcript,
     prepare_audio,
@@ -154,6 +155,13 @@ class DataArguments:
     protocol: str = field(default="loso", metadata={"help": f"Evaluation protocol, one of {PROTOCOLS}."})
     fold: int = field(default=0, metadata={"help": "Fold index under the protocol."})
     num_validation_speakers: int = field(default=1, metadata={"help": "Validation speakers per fold."})
+    speaker_folds: int | None = field(
+        default=None,
+        metadata={"help": "loso: group speakers into this many folds (default: one per speaker)."},
+    )
+    row_filter: str | None = _json_field(
+        help="Keep rows whose column has one of the values: {column: [values]}"
+    )
     train_split: str = field(default="train", metadata={"help": "protocol=fixed: training split."})
     validation_split: str = field(
         default="validation", metadata={"help": "protocol=fixed: validation split."}
@@ -179,7 +187,14 @@ class DataArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache directory."})
 
     def __post_init__(self):
-        for name in ("data_files", "derive_columns", "gender_map", "label_map", "augmentations"):
+        for name in (
+            "data_files",
+            "derive_columns",
+            "gender_map",
+            "label_map",
+            "augmentations",
+            "row_filter",
+        ):
             setattr(self, name, _parse_json(getattr(self, name), name))
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol {self.protocol!r} unknown; choose one of {PROTOCOLS}.")
@@ -328,7 +343,9 @@ def prepare_data(
         data_args.splits,
         data_args.cache_dir,
     )
-    corpus = standardize(corpus, _spec(data_args), data_args.preprocessing_num_workers)
+    corpus = standardize(
+        filter_rows(corpus, data_args.row_filter), _spec(data_args), data_args.preprocessing_num_workers
+    )
     pooled = datasets.concatenate_datasets(list(corpus.values()))
     labels, label_map = resolve_labels(pooled, data_args.label_map, data_args.labels)
     label_ids = {label: i for i, label in enumerate(labels)}
@@ -438,6 +455,7 @@ def _split_by_fold(pooled: datasets.Dataset, data_args: DataArguments, seed: int
         dialogues=dialogues,
         num_validation_speakers=data_args.num_validation_speakers,
         seed=seed,
+        speaker_folds=data_args.speaker_folds,
     )
     keys = dialogues if fold.unit == "dialogue" else speakers
     assignment = [fold.split_of(str(k)) for k in keys]
@@ -697,11 +715,14 @@ def count_folds(argv: list[str] | None = None) -> tuple[int, str]:
         data_args.splits,
         data_args.cache_dir,
     )
-    pooled = datasets.concatenate_datasets(list(standardize(corpus, _spec(data_args)).values()))
+    corpus = standardize(filter_rows(corpus, data_args.row_filter), _spec(data_args))
+    pooled = datasets.concatenate_datasets(list(corpus.values()))
     sessions = (
         dict(zip(pooled["speaker"], pooled["session"])) if data_args.protocol == "loso_session" else None
     )
-    return num_folds(data_args.protocol, pooled["speaker"], sessions), data_args.protocol
+    return num_folds(
+        data_args.protocol, pooled["speaker"], sessions, data_args.speaker_folds
+    ), data_args.protocol
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
