@@ -138,7 +138,7 @@ def make_fold(
             raise ValueError(
                 f"loso needs at least {2 + num_validation_speakers} speakers, got {len(unique)}."
             )
-        test = {unique[fold]}
+        test = speaker_groups(unique, speaker_folds)[fold]
     elif protocol == "loso_session":
         session_ids = sorted(set(sessions.values()))
         test = {s for s in unique if sessions.get(s) == session_ids[fold]}
