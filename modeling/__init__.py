@@ -15,6 +15,8 @@ from transformers import (
 )
 
 from .configuration_emotion_ssl import EmotionCTCConfig, EmotionSSLConfig
+from .configuration_spectrogram_emotion import CNNTransformerEmotionConfig, SegmentCRNNEmotionConfig
+from .configuration_speech_decomposition import DecomposedEmotionConfig, SpeechDecompositionConfig
 from .feature_extraction_emotion import AudioInputError, EmotionFeatureExtractor
 from .modeling_emotion_ssl import (
     EmotionClassifierOutput,
@@ -22,6 +24,11 @@ from .modeling_emotion_ssl import (
     EmotionCTCOutput,
     EmotionSSLForAudioClassification,
 )
+from .modeling_spectrogram_emotion import (
+    CNNTransformerForAudioClassification,
+    SegmentCRNNForAudioClassification,
+)
+from .modeling_speech_decomposition import DecomposedEmotionForAudioClassification, SpeechDecompositionModel
 from .processing_emotion import EmotionProcessor
 
 # [families: imports] each model family adds its imports above this line.
@@ -30,6 +37,13 @@ from .processing_emotion import EmotionProcessor
 MODEL_CLASSES = {
     EmotionSSLConfig.model_type: (EmotionSSLConfig, EmotionSSLForAudioClassification),
     EmotionCTCConfig.model_type: (EmotionCTCConfig, EmotionCTCForAudioClassification),
+    CNNTransformerEmotionConfig.model_type: (
+        CNNTransformerEmotionConfig,
+        CNNTransformerForAudioClassification,
+    ),
+    SegmentCRNNEmotionConfig.model_type: (SegmentCRNNEmotionConfig, SegmentCRNNForAudioClassification),
+    SpeechDecompositionConfig.model_type: (SpeechDecompositionConfig, SpeechDecompositionModel),
+    DecomposedEmotionConfig.model_type: (DecomposedEmotionConfig, DecomposedEmotionForAudioClassification),
     # [families: entries] each model family adds its entries above this line.
 }
 

@@ -1,0 +1,503 @@
+"""Spectrogram emotion models trained from scratch (family 5): a CNN + Transformer encoder over the
+log-mel, and a segment-level deep CNN + BiLSTM + attention over log-mel, Δ and ΔΔ.
+
+Both take the raw waveform and compute the log-mel on the model's device. Every length-dependent
+step uses each clip's own length, so padding a batch does not change a clip's prediction in eval
+mode; in training mode the CNN+Transformer's BatchNorm statistics also skip padded frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_spectrogram_emotion import (
+    CNNTransformerEmotionConfig,
+    SegmentCRNNEmotionConfig,
+    SpectrogramEmotionConfig,
+    pool_pairs,
+)
+from .emotion_layers import (
+    AttentionPooling,
+    LogMelSpectrogram,
+    add_auto_model_entries,
+    classification_loss,
+    lengths_to_mask,
+    masked_mean,
+    normalize_per_clip,
+    sample_lengths,
+    zero_padded_frames,
+)
+
+try:  # transformers >= 5 initialisers skip weights already loaded from a checkpoint
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
+
+
+@dataclass
+class SpectrogramClassifierOutput(ModelOutput):
+    """Output of [`CNNTransformerForAudioClassification`] and [`SegmentCRNNForAudioClassification`].
+
+    Args:
+        loss: Emotion loss, when `labels` are given.
+        logits: Emotion logits `(batch, num_labels)`.
+        embeddings: Pooled utterance embedding fed to the classifier `(batch, dim)`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def delta_features(features: torch.Tensor, lengths: torch.Tensor, width: int = 5) -> torch.Tensor:
+    """Regression deltas of `features (batch, frames, bins)` along time:
+    `d_t = sum_{n=1..N} n (c_{t+n} - c_{t-n}) / (2 sum_{n=1..N} n^2)`, `N = width // 2`.
+
+    Frames before the start and after each clip's own last valid frame are replicated edge frames
+    (as `librosa.feature.delta(..., mode="nearest")`), so the padding of a batch never leaks in.
+    Padded frames of the result are zero.
+    """
+    half = width // 2
+    frames = features.shape[1]
+    positions = torch.arange(-half, frames + half, device=features.device).unsqueeze(0)
+    last = (lengths - 1).clamp(min=0).unsqueeze(1)
+    index = torch.minimum(positions.clamp(min=0), last)
+    extended = features.gather(1, index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+    delta = torch.zeros_like(features)
+    for n in range(1, half + 1):  # a loop over the few filter taps, not over frames
+        delta = delta + n * (
+            extended[:, half + n : half + n + frames] - extended[:, half - n : half - n + frames]
+        )
+    delta = delta / (2 * sum(n * n for n in range(1, half + 1)))
+    return zero_padded_frames(delta, lengths_to_mask(lengths, frames))
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """The Transformer's sinusoidal position encoding `(length, dim)`; computed on the fly, not stored."""
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
+    )
+    encoding = torch.zeros(length, dim, device=device)
+    encoding[:, 0::2] = torch.sin(position * frequencies)
+    encoding[:, 1::2] = torch.cos(position * frequencies)
+    return encoding
+
+
+def zero_padded_steps(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`zero_padded_frames` for feature maps `(batch, channels, time, freq)`."""
+    return hidden * mask[:, None, :, None].to(hidden.dtype)
+
+
+def random_spans(extent: torch.Tensor, num_spans: int, max_width: int, size: int) -> torch.Tensor:
+    """Boolean `(batch, size)` mask of `num_spans` random spans per row, each of width uniform in
+    `[0, min(max_width, extent)]`, lying inside the row's first `extent` positions."""
+    batch = extent.shape[0]
+    device = extent.device
+    extent = extent.unsqueeze(1)
+    widths = torch.floor(torch.rand(batch, num_spans, device=device) * (max_width + 1)).long()
+    widths = torch.minimum(widths, extent)
+    starts = torch.floor(torch.rand(batch, num_spans, device=device) * (extent - widths + 1)).long()
+    positions = torch.arange(size, device=device).view(1, 1, size)
+    inside = (positions >= starts.unsqueeze(-1)) & (positions < (starts + widths).unsqueeze(-1))
+    return inside.any(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Blocks
+# ----------------------------------------------------------------------------------------------
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment time and frequency masking (Park et al., 2019), in training mode only.
+
+    Masks lie inside each clip's valid frames; masked values are replaced by the clip's mean per
+    channel (0 after utterance normalisation), so they carry no energy cue. Padding stays zero.
+    """
+
+    def __init__(self, num_time_masks: int, time_mask_width: int, num_freq_masks: int, freq_mask_width: int):
+        super().__init__()
+        self.num_time_masks = num_time_masks
+        self.time_mask_width = time_mask_width
+        self.num_freq_masks = num_freq_masks
+        self.freq_mask_width = freq_mask_width
+
+    @property
+    def enabled(self) -> bool:
+        return (self.num_time_masks > 0 and self.time_mask_width > 0) or (
+            self.num_freq_masks > 0 and self.freq_mask_width > 0
+        )
+
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """`features (batch, frames, bins)` or `(batch, channels, frames, bins)`, same shape out."""
+        if not self.training or not self.enabled:
+            return features
+        spectrogram = features if features.dim() == 4 else features.unsqueeze(1)
+        batch, _, frames, bins = spectrogram.shape
+        valid = lengths_to_mask(frame_lengths, frames)
+        drop = torch.zeros(batch, frames, bins, dtype=torch.bool, device=features.device)
+        if self.num_time_masks > 0 and self.time_mask_width > 0:
+            spans = random_spans(frame_lengths, self.num_time_masks, self.time_mask_width, frames)
+            drop = drop | spans.unsqueeze(-1)
+        if self.num_freq_masks > 0 and self.freq_mask_width > 0:
+            all_bins = torch.full_like(frame_lengths, bins)
+            spans = random_spans(all_bins, self.num_freq_masks, self.freq_mask_width, bins)
+            drop = drop | spans.unsqueeze(1)
+        drop = (drop & valid.unsqueeze(-1)).unsqueeze(1)
+        weights = valid[:, None, :, None].to(spectrogram.dtype)
+        fill = (spectrogram * weights).sum((2, 3), keepdim=True) / (weights.sum((2, 3), keepdim=True) * bins)
+        spectrogram = torch.where(drop, fill, spectrogram)
+        return spectrogram if features.dim() == 4 else spectrogram.squeeze(1)
+
+
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over `(batch, channels, time, freq)` whose training statistics count only valid
+    time steps, so batch padding does not bias them. Without a mask, or in eval mode, it is
+    `nn.BatchNorm2d` (same parameters and buffers)."""
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None or not self.training:
+            return super().forward(hidden)
+        # Sums over frequency first, then masked sums over the small (batch, channels, time)
+        # tensors: few passes over the large feature map (this layer dominates a CPU step).
+        weights = mask[:, None, :].to(hidden.dtype)
+        count = weights.sum() * hidden.shape[-1]
+        mean = (hidden.sum(-1) * weights).sum((0, 2)) / count
+        mean_square = (hidden.square().sum(-1) * weights).sum((0, 2)) / count
+        var = (mean_square - mean.square()).clamp(min=0.0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * count / (count - 1).clamp(min=1.0)
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(unbiased.detach(), factor)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias
+        return torch.addcmul(shift.view(1, -1, 1, 1), hidden, scale.view(1, -1, 1, 1))
+
+
+class ConvBlock(nn.Module):
+    """conv (same padding) → BatchNorm → ReLU → max-pool (floor mode).
+
+    With a time mask, BatchNorm statistics skip padded steps and the output's padded steps are
+    zeroed, so the next block sees the same zeros around a clip alone or in a batch.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pool: tuple[int, int]):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = MaskedBatchNorm2d(out_channels)
+        self.pool = nn.MaxPool2d(pool, stride=pool) if pool != (1, 1) else nn.Identity()
+        self.time_pool = pool[0]
+
+    def forward(
+        self, hidden: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        mask = None if lengths is None else lengths_to_mask(lengths, hidden.shape[2])
+        hidden = self.pool(F.relu(self.norm(self.conv(hidden), mask)))
+        if lengths is None:
+            return hidden, None
+        # A pooled step is valid when its whole window is: floor division, as the pooling itself.
+        lengths = torch.div(lengths, self.time_pool, rounding_mode="floor")
+        return zero_padded_steps(hidden, lengths_to_mask(lengths, hidden.shape[2])), lengths
+
+
+class LearnableScalePositionalEncoding(nn.Module):
+    """Adds `alpha * PE` to the input, with PE the sinusoidal encoding and `alpha` a learned scalar
+    (initialised to 1), so the model can tune how strongly position competes with content."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.alpha = nn.Parameter(torch.ones(1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        encoding = sinusoidal_positions(hidden.shape[1], self.hidden_size, hidden.device).to(hidden.dtype)
+        return hidden + self.alpha * encoding.unsqueeze(0)
+
+
+class LogMelFrontEnd(nn.Module):
+    """Waveform → log-mel `(batch, frames, n_mels)` with per-clip normalisation and frame lengths."""
+
+    def __init__(self, config: SpectrogramEmotionConfig):
+        super().__init__()
+        self.mel = LogMelSpectrogram(
+            sampling_rate=config.sampling_rate,
+            n_fft=config.n_fft,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            f_min=config.f_min,
+            f_max=config.f_max,
+        )
+        self.normalization = config.mel_normalization
+
+    def forward(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_mel, frame_lengths = self.mel(input_values, sample_lengths(input_values, attention_mask))
+        if self.normalization == "utterance":
+            log_mel = normalize_per_clip(log_mel, frame_lengths)
+        return log_mel, frame_lengths
+
+
+class CNNTransformerEncoder(nn.Module):
+    """Log-mel → SpecAugment → CNN blocks → frequency folding → linear → `alpha * PE` → Transformer.
+
+    Returns the Transformer's output `(batch, steps, hidden_size)` and its valid-step mask.
+    """
+
+    def __init__(self, config: CNNTransformerEmotionConfig):
+        super().__init__()
+        self.front_end = LogMelFrontEnd(config)
+        self.spec_augment = SpecAugment(
+            config.num_time_masks, config.time_mask_width, config.num_freq_masks, config.freq_mask_width
+        )
+        pools = pool_pairs(config.pool_sizes)
+        in_channels = [1, *config.conv_channels[:-1]]
+        self.conv_blocks = nn.ModuleList(
+            ConvBlock(c_in, c_out, kernel, pool)
+            for c_in, c_out, kernel, pool in zip(
+                in_channels, config.conv_channels, config.conv_kernel_sizes, pools
+            )
+        )
+        self.min_frames = config.min_input_frames
+        self.frequency_reduction = config.frequency_reduction
+        folded = config.conv_channels[-1]
+        if config.frequency_reduction == "flatten":
+            folded *= config.pooled_mel_bands
+        self.projection = nn.Linear(folded, config.hidden_size)
+        self.position_encoding = LearnableScalePositionalEncoding(config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        layer = nn.TransformerEncoderLayer(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            dropout=config.transformer_dropout,
+            activation=config.transformer_activation,
+            batch_first=True,
+            norm_first=config.transformer_norm_first,
+        )
+        self.transformer = nn.TransformerEncoder(layer, config.num_hidden_layers, enable_nested_tensor=False)
+
+    def forward(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_mel, lengths = self.front_end(input_values, attention_mask)
+        log_mel = self.spec_augment(log_mel, lengths)
+        # Clips too short to survive the time poolings get zero frames appended (inside the clip).
+        if log_mel.shape[1] < self.min_frames:
+            log_mel = F.pad(log_mel, (0, 0, 0, self.min_frames - log_mel.shape[1]))
+        lengths = lengths.clamp(min=self.min_frames)
+        hidden = log_mel.unsqueeze(1)
+        for block in self.conv_blocks:
+            hidden, lengths = block(hidden, lengths)
+        batch, channels, steps, bands = hidden.shape
+        if self.frequency_reduction == "flatten":
+            hidden = hidden.permute(0, 2, 1, 3).reshape(batch, steps, channels * bands)
+        else:
+            hidden = hidden.mean(-1).transpose(1, 2)
+        mask = lengths_to_mask(lengths, steps)
+        hidden = self.dropout(self.position_encoding(self.projection(hidden)))
+        hidden = self.transformer(hidden, src_key_padding_mask=~mask)
+        return hidden, mask
+
+
+class SegmentCRNNEncoder(nn.Module):
+    """Log-mel, Δ, ΔΔ → SpecAugment → overlapping segments → per-segment CNN → BiLSTM.
+
+    Segments are cut from each clip's own length; only valid segments go through the CNN.
+    Returns the BiLSTM output `(batch, segments, 2 * lstm_hidden_size)` and the valid-segment mask.
+    """
+
+    def __init__(self, config: SegmentCRNNEmotionConfig):
+        super().__init__()
+        self.front_end = LogMelFrontEnd(config)
+        self.spec_augment = SpecAugment(
+            config.num_time_masks, config.time_mask_width, config.num_freq_masks, config.freq_mask_width
+        )
+        self.delta_width = config.delta_width
+        self.segment_length = config.segment_length
+        self.segment_hop = config.segment_hop
+        in_channels = [3, *config.conv_channels[:-1]]
+        self.conv_blocks = nn.ModuleList(
+            ConvBlock(c_in, c_out, kernel, pool)
+            for c_in, c_out, kernel, pool in zip(
+                in_channels, config.conv_channels, config.conv_kernel_sizes, pool_pairs(config.pool_sizes)
+            )
+        )
+        self.segment_dropout = nn.Dropout(config.segment_dropout)
+        self.lstm = nn.LSTM(
+            config.conv_channels[-1],
+            config.lstm_hidden_size,
+            num_layers=config.lstm_num_layers,
+            dropout=config.lstm_dropout if config.lstm_num_layers > 1 else 0.0,
+            batch_first=True,
+            bidirectional=True,
+        )
+        self.output_size = 2 * config.lstm_hidden_size
+
+    def num_segments(self, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """`1 + ceil(max(n - segment_length, 0) / segment_hop)` segments for a clip of `n` frames."""
+        overhang = (frame_lengths - self.segment_length).clamp(min=0)
+        return 1 + torch.div(overhang + self.segment_hop - 1, self.segment_hop, rounding_mode="floor")
+
+    def features(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
+        """Stacked `(batch, 3, frames, n_mels)` log-mel, Δ, ΔΔ (after SpecAugment) and frame lengths."""
+        log_mel, lengths = self.front_end(input_values, attention_mask)
+        delta = delta_features(log_mel, lengths, self.delta_width)
+        delta2 = delta_features(delta, lengths, self.delta_width)
+        return self.spec_augment(torch.stack([log_mel, delta, delta2], dim=1), lengths), lengths
+
+    def forward(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features, lengths = self.features(input_values, attention_mask)
+        counts = self.num_segments(lengths)
+        num_segments = int(counts.max())
+        needed = (num_segments - 1) * self.segment_hop + self.segment_length
+        if features.shape[2] < needed:
+            features = F.pad(features, (0, 0, 0, needed - features.shape[2]))
+        # (batch, 3, segments, n_mels, segment_length) → (batch, segments, 3, segment_length, n_mels)
+        segments = features.unfold(2, self.segment_length, self.segment_hop)[:, :, :num_segments]
+        segments = segments.permute(0, 2, 1, 4, 3)
+        mask = lengths_to_mask(counts, num_segments)
+        hidden = segments[mask]
+        for block in self.conv_blocks:
+            hidden, _ = block(hidden)
+        vectors = hidden.mean((2, 3))
+        sequence = vectors.new_zeros(mask.shape[0], num_segments, vectors.shape[-1])
+        sequence = sequence.masked_scatter(mask.unsqueeze(-1), vectors)
+        packed = pack_padded_sequence(
+            self.segment_dropout(sequence), counts.cpu(), batch_first=True, enforce_sorted=False
+        )
+        output, _ = self.lstm(packed)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=num_segments)
+        return output, mask
+
+
+class MLPClassifier(nn.Module):
+    """dense → ReLU or tanh → dropout → out projection."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_labels: int, dropout: float, activation: str):
+        super().__init__()
+        self.dense = nn.Linear(input_size, hidden_size)
+        self.activation = nn.ReLU() if activation == "relu" else nn.Tanh()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(self.activation(self.dense(pooled))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+
+
+class SpectrogramEmotionPreTrainedModel(PreTrainedModel):
+    config_class = SpectrogramEmotionConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_values"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Trained from scratch: variance-preserving initialisation rather than the N(0, 0.02) of
+        # fine-tuned models, which shrinks the signal through the CNN and the small MLP head.
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, LearnableScalePositionalEncoding):
+            init.constant_(module.alpha, 1.0)
+        else:  # BatchNorm, LayerNorm, LSTM (Xavier), MultiheadAttention (its own reset)
+            super()._init_weights(module)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        config = self.config
+        return classification_loss(
+            logits, labels, config.class_weights, config.focal_gamma, config.label_smoothing
+        )
+
+
+class CNNTransformerForAudioClassification(SpectrogramEmotionPreTrainedModel):
+    """Emotion classifier trained from scratch on the log-mel: 2-D CNN blocks, the frequency axis
+    folded into one vector per pooled frame, a Transformer encoder with a learnable-scale
+    sinusoidal position encoding, masked mean pooling over valid steps and a linear classifier."""
+
+    config_class = CNNTransformerEmotionConfig
+
+    def __init__(self, config: CNNTransformerEmotionConfig):
+        super().__init__(config)
+        self.encoder = CNNTransformerEncoder(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        add_auto_model_entries(config, self)
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SpectrogramClassifierOutput:
+        hidden, mask = self.encoder(input_values, attention_mask)
+        pooled = masked_mean(hidden, mask)
+        logits = self.classifier(self.dropout(pooled))
+        return SpectrogramClassifierOutput(loss=self._loss(logits, labels), logits=logits, embeddings=pooled)
+
+
+class SegmentCRNNForAudioClassification(SpectrogramEmotionPreTrainedModel):
+    """Emotion classifier trained from scratch on fixed-length log-mel segments: log-mel, Δ and ΔΔ
+    as three channels, a deep CNN per segment, a BiLSTM over the segment sequence, masked
+    attention pooling over segments and an MLP classifier."""
+
+    config_class = SegmentCRNNEmotionConfig
+
+    def __init__(self, config: SegmentCRNNEmotionConfig):
+        super().__init__(config)
+        self.encoder = SegmentCRNNEncoder(config)
+        self.pooler = AttentionPooling(self.encoder.output_size, config.pooling_attention_size)
+        self.classifier = MLPClassifier(
+            self.encoder.output_size,
+            config.classifier_hidden_size,
+            config.num_labels,
+            config.classifier_dropout,
+            config.classifier_activation,
+        )
+        add_auto_model_entries(config, self)
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SpectrogramClassifierOutput:
+        hidden, mask = self.encoder(input_values, attention_mask)
+        pooled = self.pooler(hidden, mask)
+        logits = self.classifier(pooled)
+        return SpectrogramClassifierOutput(loss=self._loss(logits, labels), logits=logits, embeddings=pooled)

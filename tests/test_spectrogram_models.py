@@ -1,0 +1,349 @@
+"""Family 5: spectrogram models trained from scratch (CNN + Transformer, segment CNN + BiLSTM)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import label_kwargs, run_remote_check, speech_like
+from torch import nn
+
+from modeling import (
+    CNNTransformerEmotionConfig,
+    CNNTransformerForAudioClassification,
+    EmotionFeatureExtractor,
+    SegmentCRNNEmotionConfig,
+    SegmentCRNNForAudioClassification,
+)
+from modeling.modeling_spectrogram_emotion import MaskedBatchNorm2d, SpecAugment, delta_features
+
+NO_AUGMENT = {"num_time_masks": 0, "num_freq_masks": 0}
+TINY = {
+    "cnn_transformer": {
+        "n_mels": 32,
+        "conv_channels": [4, 8, 8],
+        "conv_kernel_sizes": [5, 3, 3],
+        "pool_sizes": [2, 2, [2, 1]],
+        "hidden_size": 16,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "hidden_dropout": 0.0,
+        "transformer_dropout": 0.0,
+        "classifier_dropout": 0.0,
+        "freq_mask_width": 4,
+    },
+    "segment_crnn": {
+        "n_mels": 32,
+        "conv_channels": [8, 16],
+        "pool_sizes": [2, 2],
+        "lstm_hidden_size": 16,
+        "pooling_attention_size": 16,
+        "classifier_hidden_size": 16,
+        "segment_dropout": 0.0,
+        "classifier_dropout": 0.0,
+        "freq_mask_width": 4,
+    },
+}
+FAMILIES = list(TINY)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny models run much faster on one intra-op thread than on two contended ones (the test
+    machine's two cores are shared); also for the remote-check subprocess."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(family: str, **overrides):
+    torch.manual_seed(0)
+    kwargs = {**TINY[family], **NO_AUGMENT, **label_kwargs(), **overrides}
+    if family == "cnn_transformer":
+        return CNNTransformerForAudioClassification(CNNTransformerEmotionConfig(**kwargs))
+    return SegmentCRNNForAudioClassification(SegmentCRNNEmotionConfig(**kwargs))
+
+
+def extractor_for(model) -> EmotionFeatureExtractor:
+    return EmotionFeatureExtractor(**model.config.feature_extractor_kwargs())
+
+
+def featurize(model, clips, **kwargs):
+    return extractor_for(model)(clips, sampling_rate=16000, return_tensors="pt", **kwargs)
+
+
+def train_steps(model, features, labels, steps: int, lr: float = 3e-3) -> list[float]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        out = model(**features, labels=labels)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    return losses
+
+
+# (seconds) 0.25 s is shorter than one 64-frame segment (0.64 s at a 10 ms hop).
+CLIP_SECONDS = (1.3, 0.25, 0.9)
+LABELS = torch.tensor([0, 1, 2])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_backward_and_loss_decreases(family):
+    model = make_model(family)
+    clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
+    features = featurize(model, clips)
+    out = model(**features, labels=LABELS)
+    assert out.logits.shape == (3, 3)
+    assert out.embeddings.shape[0] == 3
+    out.loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.isfinite().all()]
+    assert not missing, missing
+    losses = train_steps(model, features, LABELS, steps=15)
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_focal_loss_and_class_weights(family):
+    weights = [1.0, 2.0, 0.5]
+    model = make_model(family, focal_gamma=2.0, class_weights=weights).eval()
+    features = featurize(model, [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)])
+    labels = torch.tensor([0, 1, -100])
+    out = model(**features, labels=labels)
+    probs = torch.softmax(out.logits[:2].double(), dim=-1)
+    p_true = probs[torch.arange(2), labels[:2]]
+    w = torch.tensor(weights, dtype=torch.double)[labels[:2]]
+    expected = (w * -((1 - p_true) ** 2) * torch.log(p_true)).sum() / w.sum()
+    assert torch.allclose(out.loss.double(), expected, atol=1e-6)
+    plain = torch.nn.functional.cross_entropy(out.logits, labels, weight=torch.tensor(weights))
+    assert not torch.allclose(out.loss, plain)
+
+
+@pytest.mark.parametrize(
+    ("family", "overrides"),
+    [
+        ("cnn_transformer", {}),
+        ("cnn_transformer", {"frequency_reduction": "mean", "mel_normalization": "none"}),
+        ("segment_crnn", {}),
+        ("segment_crnn", {"mel_normalization": "none", "segment_length": 24, "segment_hop": 10}),
+    ],
+)
+def test_padding_does_not_change_predictions(family, overrides):
+    model = make_model(family, **overrides)
+    clips = [speech_like(s, seed=i) for i, s in enumerate((1.3, 0.2, 0.9, 0.31))]
+    # A few training steps with SpecAugment give BatchNorm running statistics away from (0, 1).
+    model.encoder.spec_augment.num_time_masks = 2
+    train_steps(model, featurize(model, clips), torch.tensor([0, 1, 2, 0]), steps=3)
+    model.eval()
+    with torch.no_grad():
+        batched = model(**featurize(model, clips)).logits
+        extra_padding = model(**featurize(model, clips, pad_to_multiple_of=8000)).logits
+        alone = torch.stack([model(**featurize(model, [clip])).logits[0] for clip in clips])
+        unmasked = model(featurize(model, clips)["input_values"]).logits
+    assert torch.allclose(alone, batched, atol=1e-4), (alone - batched).abs().max()
+    assert torch.allclose(alone, extra_padding, atol=1e-4), (alone - extra_padding).abs().max()
+    # Not vacuous: clips get different logits, and ignoring the mask does change the short clip's.
+    assert (alone[0] - alone[1]).abs().max() > 1e-3
+    assert (unmasked[1] - alone[1]).abs().max() > 1e-3
+
+
+def test_batchnorm_training_statistics_ignore_padding():
+    model = make_model("cnn_transformer").train()
+    other = copy.deepcopy(model)
+    clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
+    logits = model(**featurize(model, clips)).logits
+    padded_logits = other(**featurize(model, clips, pad_to_multiple_of=16000)).logits
+    assert torch.allclose(logits, padded_logits, atol=1e-4)
+    for (name, stat), other_stat in zip(model.named_buffers(), other.buffers()):
+        assert torch.allclose(stat.float(), other_stat.float(), atol=1e-5), name
+
+
+def test_masked_batchnorm_without_padding_is_batchnorm():
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 4, 10, 6) * 3 + 1
+    masked, plain = MaskedBatchNorm2d(4), nn.BatchNorm2d(4)
+    for _ in range(2):
+        out = masked(hidden, torch.ones(3, 10, dtype=torch.bool))
+        assert torch.allclose(out, plain(hidden), atol=1e-5)
+    assert torch.allclose(masked.running_mean, plain.running_mean, atol=1e-6)
+    assert torch.allclose(masked.running_var, plain.running_var, atol=1e-5)
+    assert masked.num_batches_tracked == plain.num_batches_tracked
+    # With padding, the batch statistics are those of the valid steps only.
+    partial = [10, 4, 7]
+    hidden[1, :, 4:] = hidden[2, :, 7:] = 0.0
+    out = masked(hidden, torch.tensor(partial).unsqueeze(1) > torch.arange(10))
+    valid_out = torch.cat([out[i, :, :n] for i, n in enumerate(partial)], dim=1)
+    assert torch.allclose(valid_out.mean((1, 2)), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(valid_out.var((1, 2), unbiased=False), torch.ones(4), atol=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_spec_augment_only_in_training(family):
+    augmented = make_model(family, num_time_masks=2, time_mask_width=10, num_freq_masks=2)
+    plain = make_model(family)
+    plain.load_state_dict(augmented.state_dict())
+    features = featurize(augmented, [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)])
+    augmented.eval()
+    plain.eval()
+    with torch.no_grad():
+        first, second = augmented(**features).logits, augmented(**features).logits
+        assert torch.equal(first, second)
+        assert torch.equal(first, plain(**features).logits)
+        augmented.train()
+        plain.train()
+        torch.manual_seed(1)
+        a = augmented(**features).logits
+        torch.manual_seed(2)
+        b = augmented(**features).logits
+        reference = plain(**features).logits
+    assert (a - b).abs().max() > 1e-4
+    assert (a - reference).abs().max() > 1e-4
+
+
+def test_spec_augment_masks_stay_inside_valid_frames():
+    torch.manual_seed(0)
+    augment = SpecAugment(num_time_masks=2, time_mask_width=5, num_freq_masks=1, freq_mask_width=3).train()
+    lengths = torch.tensor([30, 12, 3])
+    valid = (torch.arange(30) < lengths.unsqueeze(1)).float()
+    features = (torch.randn(3, 2, 30, 8) + 5.0) * valid[:, None, :, None]
+    changed_any = False
+    for _ in range(20):
+        out = augment(features, lengths)
+        changed = out != features
+        changed_any |= bool(changed.any())
+        assert not (changed & (valid[:, None, :, None] == 0)).any(), "padding was modified"
+        time_masked = changed.all(-1).any(1)  # frames masked across every band
+        assert (time_masked.sum(-1) <= 2 * 5).all()
+        assert torch.equal(changed[:, 0], changed[:, 1]), "channels share the mask"
+        fill = (features.sum((2, 3)) / (lengths.unsqueeze(1) * 8)).view(3, 2, 1, 1).expand_as(out)
+        assert torch.allclose(out[changed], fill[changed])
+    assert changed_any
+    assert torch.equal(augment.eval()(features, lengths), features)
+
+
+def _reference_delta(x: np.ndarray, width: int) -> np.ndarray:
+    half = width // 2
+    padded = np.concatenate([np.repeat(x[:1], half, 0), x, np.repeat(x[-1:], half, 0)])
+    out = np.zeros_like(x)
+    for t in range(len(x)):
+        for n in range(1, half + 1):
+            out[t] += n * (padded[t + half + n] - padded[t + half - n])
+    return out / (2 * sum(n * n for n in range(1, half + 1)))
+
+
+@pytest.mark.parametrize("width", [3, 5, 9])
+def test_delta_features_match_per_clip_reference(width):
+    import librosa
+
+    rng = np.random.default_rng(0)
+    lengths = [20, 7, 2, 1]
+    features = torch.from_numpy(rng.standard_normal((4, 20, 6)).astype(np.float32))
+    mask = torch.arange(20) < torch.tensor(lengths).unsqueeze(1)
+    features = features * mask.unsqueeze(-1)  # the padding a batch would have
+    delta = delta_features(features, torch.tensor(lengths), width).numpy()
+    for row, n in enumerate(lengths):
+        clip = features[row, :n].numpy()
+        np.testing.assert_allclose(delta[row, :n], _reference_delta(clip, width), atol=1e-5)
+        if n > 1:
+            expected = librosa.feature.delta(clip, width=width, order=1, axis=0, mode="nearest")
+            np.testing.assert_allclose(delta[row, :n], expected, atol=1e-5)
+        assert not delta[row, n:].any()
+    ramp = torch.arange(10, dtype=torch.float32).view(1, 10, 1)
+    interior = delta_features(ramp, torch.tensor([10]), width)[0, width // 2 : 10 - width // 2]
+    assert torch.allclose(interior, torch.ones_like(interior))
+
+
+def test_segments_follow_each_clips_length():
+    model = make_model("segment_crnn").eval()
+    encoder = model.encoder
+    counts = encoder.num_segments(torch.tensor([1, 64, 65, 96, 97, 200]))
+    assert counts.tolist() == [1, 1, 2, 2, 3, 6]
+    clips = [speech_like(s, seed=i) for i, s in enumerate((2.0, 0.25))]
+    features = featurize(model, clips)
+    with torch.no_grad():
+        hidden, mask = encoder(**features)
+    frames = encoder.front_end.mel.num_frames(features["attention_mask"].sum(-1))
+    assert mask.sum(-1).tolist() == encoder.num_segments(frames).tolist()
+    assert mask.sum(-1)[1] == 1
+    assert not hidden[~mask].any()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_minimum_length_clip(family):
+    model = make_model(family).eval()
+    minimum = model.config.feature_extractor_kwargs()["min_samples"]
+    assert minimum == model.config.min_input_samples >= model.config.n_fft
+    clips = [speech_like((minimum + 1) / 16000, seed=1)[:minimum], speech_like(0.01, seed=2)]
+    assert len(clips[0]) == minimum
+    features = featurize(model, clips)
+    assert features["input_values"].shape[-1] == minimum
+    with torch.no_grad():
+        out = model(**features)
+        # Below the minimum without the feature extractor: padded inside the model, no error.
+        tiny = model(torch.from_numpy(speech_like(0.02, seed=3)).unsqueeze(0))
+    assert out.logits.isfinite().all()
+    assert tiny.logits.isfinite().all()
+    if family == "cnn_transformer":
+        frames = 1 + minimum // model.config.hop_length
+        assert frames == model.config.min_input_frames == 8
+        _, mask = model.encoder(**features)
+        assert mask.sum(-1).tolist() == [1, 1]
+
+
+def test_config_validation_and_round_trip(tmp_path):
+    with pytest.raises(ValueError, match="mel_normalization"):
+        CNNTransformerEmotionConfig(mel_normalization="global")
+    with pytest.raises(ValueError, match="pooled away"):
+        CNNTransformerEmotionConfig(n_mels=16)
+    with pytest.raises(ValueError, match="delta_width"):
+        SegmentCRNNEmotionConfig(delta_width=4)
+    config = CNNTransformerEmotionConfig(**TINY["cnn_transformer"])
+    config.save_pretrained(tmp_path)
+    loaded = CNNTransformerEmotionConfig.from_pretrained(tmp_path)
+    assert loaded.pool_sizes == [2, 2, [2, 1]]
+    assert loaded.min_input_frames == 8
+    assert CNNTransformerEmotionConfig().min_input_samples == 31 * 160
+    assert SegmentCRNNEmotionConfig().feature_extractor_kwargs() == {
+        "sampling_rate": 16000,
+        "min_samples": 512,
+        "hop_length": 160,
+        "compute_pitch": False,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_load_with_remote_code_outside_repo(family, tmp_path):
+    model = make_model(family, num_time_masks=2, num_freq_masks=1)
+    clips = [speech_like(1.1, seed=4), speech_like(0.3, seed=3)]
+    train_steps(model, featurize(model, clips), torch.tensor([1, 2]), steps=2)
+    model.eval()
+    out_dir = tmp_path / "model"
+    model.save_pretrained(out_dir)
+    extractor_for(model).save_pretrained(out_dir)
+    saved = sorted(p.name for p in out_dir.iterdir())
+    assert "model.safetensors" in saved
+    assert "modeling_spectrogram_emotion.py" in saved
+    config = json.loads((out_dir / "config.json").read_text())
+    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForAudioClassification"}
+    assert config["id2label"] == {"0": "neutral", "1": "angry", "2": "sad"}
+
+    report = run_remote_check(out_dir, clips, tmp_path / "remote")
+    assert report["module"].startswith("transformers_modules.")
+    assert report["model_class"] == type(model).__name__
+    with torch.no_grad():
+        for clip, remote in zip(clips, report["logits"]):
+            local = model(**featurize(model, [clip])).logits[0]
+            assert np.allclose(local.numpy(), remote, atol=1e-5)
+    for logits, prediction in zip(report["logits"], report["pipeline"]):
+        assert {p["label"] for p in prediction} == set(model.config.id2label.values())
+        assert prediction[0]["label"] == model.config.id2label[int(np.argmax(logits))]
