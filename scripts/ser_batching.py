@@ -95,6 +95,7 @@ class EmotionDataCollator:
     tokenizer: Any = None
     speaker_f0_stats: dict[str, list[float]] | None = None
     speaker_to_id: dict[str, int] | None = None
+    return_labels: bool = True
     return_ctc_labels: bool = False
     return_speaker_labels: bool = False
 
@@ -109,7 +110,8 @@ class EmotionDataCollator:
         batch = dict(
             extractor(waveforms, sampling_rate=extractor.sampling_rate, return_tensors="pt", **kwargs)
         )
-        batch["labels"] = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
+        if self.return_labels:
+            batch["labels"] = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
         if self.return_ctc_labels:
             batch["ctc_labels"] = self._ctc_labels([r.get("text", "") for r in rows])
         if self.return_speaker_labels:

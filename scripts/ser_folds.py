@@ -81,11 +81,15 @@ def _pick_validation(candidates: Sequence[str], count: int, genders: dict[str, s
     return set(chosen)
 
 
-def speaker_groups(speakers: Sequence[str], speaker_folds: int | None) -> list[set[str]]:
-    """Test groups of the `loso` protocol: one speaker each, or `speaker_folds` round-robin groups."""
-    unique = sorted(set(speakers))
+def speaker_groups(
+    speakers: Sequence[str], speaker_folds: int | None, genders: dict[str, str] | None = None
+) -> list[set[str]]:
+    """Test groups of the `loso` protocol: one speaker each, or `speaker_folds` groups dealt
+    round-robin from the speakers sorted by (gender, id), so that groups mix genders when known."""
+    genders = genders or {}
+    unique = sorted(set(speakers), key=lambda s: (genders.get(s, "unknown"), s))
     if not speaker_folds or speaker_folds >= len(unique):
-        return [{s} for s in unique]
+        return [{s} for s in sorted(unique)]
     return [set(unique[i::speaker_folds]) for i in range(speaker_folds)]
 
 
@@ -96,7 +100,7 @@ def num_folds(
     speaker_folds: int | None = None,
 ) -> int:
     if protocol == "loso":
-        return len(speaker_groups(speakers, speaker_folds))
+        return len(speaker_groups(speakers, speaker_folds))  # the count does not depend on genders
     if protocol == "loso_session":
         if not sessions:
             raise ValueError("protocol loso_session needs a session for every speaker (session_column).")
@@ -138,7 +142,7 @@ def make_fold(
             raise ValueError(
                 f"loso needs at least {2 + num_validation_speakers} speakers, got {len(unique)}."
             )
-        test = speaker_groups(unique, speaker_folds)[fold]
+        test = speaker_groups(unique, speaker_folds, genders)[fold]
     elif protocol == "loso_session":
         session_ids = sorted(set(sessions.values()))
         test = {s for s in unique if sessions.get(s) == session_ids[fold]}

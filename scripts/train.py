@@ -176,6 +176,14 @@ class DataArguments:
     min_duration: float = field(default=0.1, metadata={"help": "Skip clips shorter than this (s)."})
     augmentations: str | None = _json_field(help="List of {name, p, ...} or 'seed004'")
     f0_method: str = field(default="dio", metadata={"help": "pyworld F0 estimator: dio or harvest."})
+    f0_normalization: str = field(
+        default="gender",
+        metadata={
+            "help": "Log-F0 statistics for pitch quantisation: 'gender' (training speakers' per-gender "
+            "statistics for every clip, the same at inference) or 'speaker' (each training speaker's own; "
+            "unseen speakers fall back to gender statistics unless transductive_speaker_normalization)."
+        },
+    )
     transductive_speaker_normalization: bool = field(
         default=False,
         metadata={"help": "Normalise test speakers' F0 with their own (unlabelled) audio. Transductive."},
@@ -196,6 +204,10 @@ class DataArguments:
             "row_filter",
         ):
             setattr(self, name, _parse_json(getattr(self, name), name))
+        if self.f0_normalization not in ("gender", "speaker"):
+            raise ValueError("f0_normalization must be 'gender' or 'speaker'.")
+        if self.transductive_speaker_normalization and self.f0_normalization != "speaker":
+            raise ValueError("transductive_speaker_normalization needs f0_normalization='speaker'.")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol {self.protocol!r} unknown; choose one of {PROTOCOLS}.")
 
@@ -251,7 +263,17 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     if "output_dir" not in defaults and "--output_dir" not in argv:
         raise ValueError("output_dir is required (in the recipe or as --output_dir).")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if is_decomposition(model_args):
+        # Stage-1 pre-training has no emotion head: select the checkpoint by validation loss.
+        training_args.metric_for_best_model = "loss"
+        training_args.greater_is_better = False
+        training_args.label_names = ["speaker_labels"]
     return model_args, data_args, training_args
+
+
+def is_decomposition(model_args: ModelArguments) -> bool:
+    """SpeechSplit stage-1 pre-training: speakers are its labels, reconstruction its objective."""
+    return model_args.model_type == "speech_decomposition"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,6 +301,13 @@ def build_config(model_args: ModelArguments) -> Any:
             model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
         )
     kwargs = dict(model_args.model_config)
+    allowed = _init_parameters(config_class) | _init_parameters(transformers.PretrainedConfig)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ValueError(
+            f"model_config has fields {unknown} that {config_class.__name__} does not define; "
+            f"it accepts {sorted(allowed - {'self', 'kwargs'} - _init_parameters(transformers.PretrainedConfig))}."
+        )
     if "backbone_config" in _init_parameters(config_class):
         backbone = dict(model_args.backbone_config or {})
         if model_args.backbone_name_or_path:
@@ -413,8 +442,9 @@ def prepare_data(
     train_speakers = sorted({str(s) for s in prepared["train"]["speaker"]})
     speaker_stats, gender_stats = {}, {}
     if base.compute_f0:
-        speaker_stats = f0_stats_by_speaker(prepared["train"])
         gender_stats = f0_stats_by_gender(prepared["train"])
+        if data_args.f0_normalization == "speaker":
+            speaker_stats = f0_stats_by_speaker(prepared["train"])
         if data_args.transductive_speaker_normalization:
             for name in ("validation", "test"):
                 speaker_stats.update(f0_stats_by_speaker(prepared[name]))
@@ -470,8 +500,9 @@ def _split_by_fold(pooled: datasets.Dataset, data_args: DataArguments, seed: int
 def finalize_config(config: Any, data: PreparedData, model_args: ModelArguments) -> Any:
     """Set labels, vocabulary, speakers and class weights from the prepared data."""
     if not model_args.model_name_or_path:
-        config.id2label = dict(enumerate(data.labels))
-        config.label2id = {label: i for i, label in enumerate(data.labels)}
+        classes = data.speakers if is_decomposition(model_args) else data.labels
+        config.id2label = dict(enumerate(classes))
+        config.label2id = {label: i for i, label in enumerate(classes)}
         if data.vocab is not None:
             config.vocab_size = len(data.vocab)
             config.pad_token_id = data.vocab["<pad>"]
@@ -552,6 +583,7 @@ def build_trainer(model_args, data_args, training_args, model, data, extractor, 
         tokenizer=tokenizer,
         speaker_f0_stats=data.speaker_f0_stats,
         speaker_to_id={s: i for i, s in enumerate(data.speakers)},
+        return_labels=model_accepts(model, "labels"),
         return_ctc_labels=model_accepts(model, "ctc_labels"),
         return_speaker_labels=model_accepts(model, "speaker_labels"),
     )
@@ -577,7 +609,7 @@ def build_trainer(model_args, data_args, training_args, model, data, extractor, 
         train_dataset=train,
         eval_dataset=data.validation,
         data_collator=collator,
-        compute_metrics=compute_metrics,
+        compute_metrics=None if is_decomposition(model_args) else compute_metrics,
         preprocess_logits_for_metrics=lambda logits, labels: (
             logits[0] if isinstance(logits, tuple) else logits
         ),
@@ -601,6 +633,24 @@ def run_training(trainer: Trainer, training_args: TrainingArguments) -> dict[str
             logger.info("Resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     return dict(result.metrics)
+
+
+def evaluate_reconstruction(model, collator, dataset, batch_size: int) -> dict[str, float]:
+    """Stage-1 models: mean reconstruction loss (and speaker loss where speakers are known)."""
+    model.eval()
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    order = sorted(range(len(dataset)), key=lambda i: dataset[i]["length"])
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = [dataset[i] for i in order[start : start + batch_size]]
+            outputs = model(**collator(rows))
+            for key in ("reconstruction_loss", "speaker_loss"):
+                value = getattr(outputs, key, None)
+                if value is not None and torch.isfinite(value):
+                    totals[key] = totals.get(key, 0.0) + float(value) * len(rows)
+                    counts[key] = counts.get(key, 0) + len(rows)
+    return {key: totals[key] / counts[key] for key in totals} | {"num_examples": len(dataset)}
 
 
 def evaluate_split(
@@ -656,8 +706,12 @@ def save_outputs(
         processor.save_pretrained(output_dir)
     model = trainer.model
     batch = training_args.per_device_eval_batch_size
-    validation, _ = evaluate_split(model, extractor, processor, data.validation, data, batch)
-    test, rows = evaluate_split(model, extractor, processor, data.test, data, batch)
+    if is_decomposition(model_args):
+        validation = evaluate_reconstruction(model, trainer.data_collator, data.validation, batch)
+        test, rows = evaluate_reconstruction(model, trainer.data_collator, data.test, batch), []
+    else:
+        validation, _ = evaluate_split(model, extractor, processor, data.validation, data, batch)
+        test, rows = evaluate_split(model, extractor, processor, data.test, data, batch)
     write_jsonl_atomic(output_dir / "predictions_test.jsonl", rows)
     write_jsonl_atomic(output_dir / "skipped.jsonl", data.skipped)
     if test.get("confusion_matrix"):
@@ -693,12 +747,10 @@ def save_outputs(
         logger.warning(
             "Skipped %d rows (%s); see skipped.jsonl", len(data.skipped), results["skipped"]["by_reason"]
         )
-    summary = {
-        k: results.get(k) for k in ("wa", "ua", "macro_f1", "wer", "cer") if results.get(k) is not None
-    }
-    logger.info(
-        "Test %s | validation UA %.4f", {k: round(v, 4) for k, v in summary.items()}, validation["ua"]
-    )
+    keys = ("wa", "ua", "macro_f1", "wer", "cer", "reconstruction_loss")
+    test_summary = {k: round(results[k], 4) for k in keys if results.get(k) is not None}
+    validation_summary = {k: round(validation[k], 4) for k in keys if validation.get(k) is not None}
+    logger.info("Test %s | validation %s", test_summary, validation_summary)
     return results
 
 

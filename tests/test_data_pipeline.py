@@ -46,7 +46,7 @@ def test_loso_folds_never_share_speakers(speakers, validation, seed, groups):
     total = num_folds("loso", speakers, speaker_folds=groups)
     tested = set()
     for fold in range(total):
-        group = speaker_groups(unique, groups)[fold]
+        group = speaker_groups(unique, groups, genders)[fold]
         kwargs = {"num_validation_speakers": validation, "seed": seed, "speaker_folds": groups}
         tested |= group
         if validation >= len(unique) - len(group):
@@ -81,6 +81,13 @@ def test_loso_session_folds_never_share_speakers(num_sessions, per_session, vali
         assert {sessions[s] for s in f.test} == {str(sorted(set(sessions.values()))[fold])}
         assert not f.validation & (f.train | f.test)
         assert not {sessions[s] for s in f.train} & {sessions[s] for s in f.test}
+
+
+def test_speaker_groups_mix_genders():
+    genders = {f"s{i}": "male" if i % 2 else "female" for i in range(8)}
+    groups = speaker_groups(list(genders), 4, genders)
+    assert all(sorted(genders[s] for s in group) == ["female", "male"] for group in groups)
+    assert set().union(*groups) == set(genders)
 
 
 def test_validation_speakers_alternate_genders():

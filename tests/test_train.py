@@ -14,6 +14,7 @@ import ser_data
 import torch
 import train
 from conftest import ROOT, tiny_backbone_config
+from safetensors.torch import load_file
 from ser_data import DataConfigError
 from transformers import (
     AutoConfig,
@@ -130,6 +131,90 @@ def test_train_main_on_demo_corpus(corpus, tmp_path, model_type):
         logged = [entry for entry in history if "train_ctc_loss" in entry]
         assert logged
         assert all(entry["train_emotion_loss"] > 0 for entry in logged)
+
+
+TINY_DECOMPOSITION = {
+    "n_mels": 16,
+    "n_fft": 256,
+    "hop_length": 128,
+    "norm_group_size": 4,
+    "content_encoder_channels": 16,
+    "content_lstm_size": 4,
+    "rhythm_encoder_channels": 8,
+    "pitch_encoder_channels": 8,
+    "pitch_lstm_size": 4,
+    "timbre_encoder_channels": 8,
+    "timbre_encoder_layers": 2,
+    "timbre_size": 8,
+    "decoder_lstm_size": 16,
+    "decoder_lstm_layers": 1,
+}
+TINY_SPECTROGRAM = {
+    "emotion_cnn_transformer": {
+        "n_mels": 32,
+        "conv_channels": [4, 8, 8],
+        "conv_kernel_sizes": [5, 3, 3],
+        "pool_sizes": [2, 2, [2, 1]],
+        "hidden_size": 16,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+    },
+    "emotion_segment_crnn": {
+        "n_mels": 32,
+        "conv_channels": [8, 16],
+        "pool_sizes": [2, 2],
+        "lstm_hidden_size": 16,
+        "pooling_attention_size": 16,
+        "classifier_hidden_size": 16,
+    },
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_SPECTROGRAM))
+def test_train_main_spectrogram_families(corpus, tmp_path, model_type):
+    args = without_option(demo_args(corpus, tmp_path, "--model_type", model_type), "--backbone_config")
+    args += ["--model_config", json.dumps({**TINY_SPECTROGRAM[model_type], "focal_gamma": 2.0})]
+    results = train.main(args)
+    assert results == check_results(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["focal_gamma"] == 2.0
+
+
+def test_train_main_decomposition_stage1_then_stage2(corpus, tmp_path):
+    stage1 = tmp_path / "stage1"
+    tiny = json.dumps(TINY_DECOMPOSITION)
+    args = demo_args(corpus, stage1, "--model_type", "speech_decomposition", "--model_config", tiny)
+    results = train.main(without_option(args, "--backbone_config"))
+    assert results["reconstruction_loss"] > 0
+    assert results["validation"]["reconstruction_loss"] > 0
+    saved = json.loads((stage1 / "config.json").read_text())
+    assert sorted(saved["id2label"].values()) == sorted(results["protocol"]["train"])  # labels are speakers
+    assert json.loads((stage1 / "preprocessor_config.json").read_text())["compute_pitch"] is True
+
+    stage2 = tmp_path / "stage2"
+    tiny2 = json.dumps({**TINY_DECOMPOSITION, "ctc_weight": 0.1, "speaker_weight": 0.1})
+    args = [*demo_args(corpus, stage2, "--model_type", "emotion_decomposed", "--model_config", tiny2)]
+    args += ["--decomposition_init", str(stage1)]
+    model_args, data_args, training_args = train.parse_arguments(args)
+    config = train.build_config(model_args)
+    data = train.prepare_data(data_args, config, training_args, uses_ctc=True)
+    model = train.build_model(model_args, train.finalize_config(config, data, model_args))
+    source = load_file(stage1 / "model.safetensors")
+    target = model.state_dict()
+    decoder = [k for k in source if k.startswith("decomposition.decoder.")]
+    assert decoder
+    assert all(torch.equal(source[k], target[k]) for k in decoder)
+
+    results = train.main(args)
+    assert results == check_results(stage2)
+    assert "cer" in results
+    assert json.loads((stage2 / "config.json").read_text())["num_speakers"] == len(
+        results["protocol"]["train"]
+    )
+    history = json.loads(sorted(stage2.glob("checkpoint-*/trainer_state.json"))[-1].read_text())[
+        "log_history"
+    ]
+    assert any("train_reconstruction_loss" in entry and "train_speaker_loss" in entry for entry in history)
 
 
 def test_feature_cache_is_reused(corpus, tmp_path):
