@@ -9,6 +9,7 @@ Rows that cannot be used are never dropped silently: each skip has a reason that
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -29,6 +30,7 @@ class DataConfigError(ValueError):
 
 
 CANONICAL_COLUMNS = ("utt_id", "emotion", "speaker", "gender", "session", "dialogue", "text")
+logger = logging.getLogger(__name__)
 _DECODE_CALLS = Counter()  # counts audio decodes per process; tests use it to prove cache reuse
 
 
@@ -218,11 +220,13 @@ def resolve_labels(
     raw_values = Counter(v for v in dataset["emotion"] if v is not None)
     label_map = {str(k): str(v) for k, v in (label_map or {}).items()}
     unknown_keys = sorted(set(label_map) - set(raw_values))
-    if unknown_keys:
+    if unknown_keys and len(unknown_keys) == len(label_map):
         raise DataConfigError(
             f"label_map names values {unknown_keys} that do not occur; the label column has "
             f"{dict(sorted(raw_values.items()))}."
         )
+    if unknown_keys:  # e.g. a subset of the corpus without some classes
+        logger.warning("label_map values %s do not occur in this data", unknown_keys)
     mapped = Counter()
     for value, count in raw_values.items():
         mapped[label_map.get(value, value)] += count
@@ -283,8 +287,24 @@ def decode_audio(value: dict[str, Any], sampling_rate: int) -> np.ndarray:
     """Decode one undecoded `Audio` value to mono float32 at `sampling_rate` (downmix, resample)."""
     _DECODE_CALLS["decode"] += 1
     decoder = Audio(sampling_rate=sampling_rate, num_channels=1).decode_example(value)
-    samples = decoder.get_all_samples()
+    try:
+        samples = decoder.get_all_samples()
+    except RuntimeError as error:
+        if "No audio frames were decoded" in str(error):  # torchcodec: a valid header with no samples
+            return np.zeros(0, dtype=np.float32)
+        raise
     return samples.data.numpy().reshape(-1).astype(np.float32)
+
+
+# torchcodec prefixes its errors with "function, /path/to/File.cpp:123, "; the rest is the message.
+_DECODER_LOCATION = re.compile(r"^\w+, \S+\.(?:cpp|h|c):\d+, ")
+
+
+def _error_message(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return _DECODER_LOCATION.sub("", lines[0])[:200]
 
 
 def check_waveform(waveform: np.ndarray, settings: AudioSettings) -> str | None:
@@ -293,7 +313,7 @@ def check_waveform(waveform: np.ndarray, settings: AudioSettings) -> str | None:
         return "empty audio (0 samples)"
     finite = np.isfinite(waveform)
     if not finite.all():
-        return f"{int((~finite).sum())} NaN/inf samples"
+        return f"NaN/inf samples: {int((~finite).sum())} of {waveform.size}"
     if waveform.size < settings.min_samples:
         return (
             f"too short: {waveform.size / settings.sampling_rate:.3f} s < "
@@ -311,8 +331,7 @@ def _prepare_row(
     try:
         waveform = decode_audio(row["audio"], settings.sampling_rate)
     except Exception as error:  # any decoder failure is a per-row skip, reported with its message
-        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        return {**empty, "skip_reason": f"undecodable audio: {message}"}
+        return {**empty, "skip_reason": f"undecodable audio: {_error_message(error)}"}
     reason = check_waveform(waveform, settings)
     if reason is not None:
         return {**empty, "skip_reason": reason}

@@ -240,6 +240,9 @@ TRAINING_DEFAULTS = {
 }
 
 
+MERGED_FIELDS = ("model_config", "backbone_config", "derive_columns", "label_map", "gender_map")
+
+
 def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """`train.py [recipe.json] [--flag value ...]`: the JSON sets defaults, flags override them."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -263,6 +266,14 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     if "output_dir" not in defaults and "--output_dir" not in argv:
         raise ValueError("output_dir is required (in the recipe or as --output_dir).")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    # A JSON object given on the command line updates the recipe's object instead of replacing it,
+    # so `--model_config '{"focal_gamma": 0}'` changes one field of the recipe's model_config.
+    for args in (model_args, data_args):
+        for name in MERGED_FIELDS:
+            if hasattr(args, name) and isinstance(recipe.get(name), dict) and f"--{name}" in argv:
+                value = getattr(args, name)
+                if isinstance(value, dict):
+                    setattr(args, name, {**recipe[name], **value})
     if is_decomposition(model_args):
         # Stage-1 pre-training has no emotion head: select the checkpoint by validation loss.
         training_args.metric_for_best_model = "loss"
@@ -380,12 +391,13 @@ def prepare_data(
     label_ids = {label: i for i, label in enumerate(labels)}
     skipped: list[dict[str, str]] = []
 
-    def assign_label(split_ds: datasets.Dataset) -> datasets.Dataset:
+    def assign_label(split_ds: datasets.Dataset, split: str) -> datasets.Dataset:
         raw = split_ds["emotion"]
         ids = [label_ids.get(label_map.get(v, v), -1) if v is not None else -1 for v in raw]
         for utt, value, i in zip(split_ds["utt_id"], raw, ids):
             if i < 0:
-                skipped.append({"utt_id": utt, "reason": f"label {value!r} not in recipe labels"})
+                reason = "missing label" if value is None else f"unknown label: {value!r} not in {labels}"
+                skipped.append({"utt_id": utt, "reason": reason, "split": split})
         split_ds = split_ds.add_column("label", ids)
         return split_ds.filter(lambda i: i >= 0, input_columns="label")
 
@@ -403,7 +415,7 @@ def prepare_data(
         }
     else:
         fold, parts = _split_by_fold(pooled, data_args, training_args.seed)
-    parts = {name: assign_label(ds) for name, ds in parts.items()}
+    parts = {name: assign_label(ds, name) for name, ds in parts.items()}
     if data_args.max_train_samples:
         parts["train"] = (
             parts["train"]

@@ -19,6 +19,7 @@ EMOTION_CODES = {
     "esd": {"angry": "Angry", "happy": "Happy", "neutral": "Neutral", "sad": "Sad"},
     "emodb": {"angry": "anger", "happy": "happiness", "neutral": "neutral", "sad": "sadness"},
 }
+SENTENCES = ["DFA", "IEO", "IOM", "ITH"]
 CASIA_SPEAKERS = ["liuchanghong", "wangzhe", "zhaoquanyin", "ZhaoZuoxiang", "spk5", "spk6", "spk7", "spk8"]
 
 
@@ -74,7 +75,7 @@ def crema_d(rows: list[dict], out_dir: Path) -> Path:
     index = speaker_index(rows)
     records = [
         {
-            "file": f"{1001 + index[r['speaker']]}_S{n:02d}_{EMOTION_CODES['crema_d'][r['emotion']]}_XX.wav",
+            "file": f"{1001 + index[r['speaker']]}_{SENTENCES[n % 4]}_{EMOTION_CODES['crema_d'][r['emotion']]}_XX.wav",
             "audio": r["path"],
             "major_emotion": r["emotion"],
             "gender": r["gender"].capitalize(),

@@ -270,6 +270,9 @@ def test_cli_overrides_recipe(tmp_path):
 
 
 RECIPE_FIXTURES = {
+    "iemocap.json": ("iemocap", {"backbone_name_or_path": "wav2vec2"}),
+    "crema_d_cnn_transformer.json": ("crema_d", {}, ["--num_validation_speakers", "1"]),
+    "esd_dcnn_blstm.json": ("esd", {}),
     "iemocap_ctc.json": ("iemocap", {"backbone_name_or_path": "wav2vec2"}),
     "iemocap_ssl.json": ("iemocap", {"backbone_name_or_path": "wav2vec2"}),
     "casia_hubert.json": ("casia", {"backbone_name_or_path": "hubert"}),
@@ -279,20 +282,22 @@ RECIPE_FIXTURES = {
 
 @pytest.mark.parametrize("recipe", sorted(RECIPE_FIXTURES))
 def test_recipe_runs_on_local_fixture_with_hub_schema(recipe, corpus, pretrained_backbones, tmp_path):
-    schema, swaps = RECIPE_FIXTURES[recipe]
+    schema, swaps, *extra = RECIPE_FIXTURES[recipe]
     fixture = hub_fixtures.BUILDERS[schema](hub_fixtures.read_corpus(corpus), tmp_path / schema)
     config = json.loads((ROOT / "configs" / recipe).read_text())
     args = [str(ROOT / "configs" / recipe), "--output_dir", str(tmp_path / "out"), *FAST]
+    args += extra[0] if extra else []
     if config.get("dataset_name") in (None, "audiofolder"):
         args += ["--data_dir", str(fixture)]
     else:
         args += ["--dataset_name", str(fixture)]
     for key, backbone in swaps.items():
         args += [f"--{key}", str(pretrained_backbones[backbone])]
-    args += [
-        "--backbone_config",
-        json.dumps({k: v for k, v in tiny_backbone_config().items() if k == "mask_time_prob"}),
-    ]
+    if swaps:
+        args += ["--backbone_config", json.dumps({"mask_time_prob": 0.0})]
+    tiny = {"emotion_decomposed": TINY_DECOMPOSITION, **TINY_SPECTROGRAM}.get(config["model_type"])
+    if tiny:
+        args += ["--model_config", json.dumps(tiny)]
     args += ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1"]
     results = train.main(args)
     check_results(tmp_path / "out")
