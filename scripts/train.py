@@ -371,10 +371,8 @@ def _spec(data_args: DataArguments) -> ColumnSpec:
     )
 
 
-def prepare_data(
-    data_args: DataArguments, config: Any, training_args: TrainingArguments, uses_ctc: bool
-) -> PreparedData:
-    """Load, map columns and labels, split by protocol and fold, decode and cache audio features."""
+def load_standardized(data_args: DataArguments) -> datasets.DatasetDict:
+    """The recipe's corpus with canonical columns (see ser_data.standardize)."""
     corpus = load_corpus(
         data_args.dataset_name,
         data_args.dataset_config_name,
@@ -383,9 +381,15 @@ def prepare_data(
         data_args.splits,
         data_args.cache_dir,
     )
-    corpus = standardize(
-        filter_rows(corpus, data_args.row_filter), _spec(data_args), data_args.preprocessing_num_workers
-    )
+    rows = filter_rows(corpus, data_args.row_filter)
+    return standardize(rows, _spec(data_args), data_args.preprocessing_num_workers)
+
+
+def prepare_data(
+    data_args: DataArguments, config: Any, training_args: TrainingArguments, uses_ctc: bool
+) -> PreparedData:
+    """Load, map columns and labels, split by protocol and fold, decode and cache audio features."""
+    corpus = load_standardized(data_args)
     pooled = datasets.concatenate_datasets(list(corpus.values()))
     labels, label_map = resolve_labels(pooled, data_args.label_map, data_args.labels)
     label_ids = {label: i for i, label in enumerate(labels)}
@@ -771,16 +775,7 @@ def count_folds(argv: list[str] | None = None) -> tuple[int, str]:
     _, data_args, _ = parse_arguments(argv)
     if data_args.protocol == "fixed":
         return 1, "fixed"
-    corpus = load_corpus(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        data_args.data_dir,
-        data_args.data_files,
-        data_args.splits,
-        data_args.cache_dir,
-    )
-    corpus = standardize(filter_rows(corpus, data_args.row_filter), _spec(data_args))
-    pooled = datasets.concatenate_datasets(list(corpus.values()))
+    pooled = datasets.concatenate_datasets(list(load_standardized(data_args).values()))
     sessions = (
         dict(zip(pooled["speaker"], pooled["session"])) if data_args.protocol == "loso_session" else None
     )
