@@ -41,7 +41,7 @@ class EmotionProcessor(ProcessorMixin):
         if frame_lengths is not None:
             lengths = np.asarray(frame_lengths.cpu() if hasattr(frame_lengths, "cpu") else frame_lengths)
             ids = [row[: int(n)] for row, n in zip(ids, lengths)]
-        return self.tokenizer.batch_decode([list(map(int, row)) for row in ids])
+        return self.tokenizer.batch_decode([list(map(int, row)) for row in ids], skip_special_tokens=True)
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)
