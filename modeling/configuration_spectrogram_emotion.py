@@ -7,9 +7,10 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-MEL_NORMALIZATIONS = ("utterance", "none")
+MEL_NORMALIZATIONS = ("utterance", "corpus", "none")
 FREQUENCY_REDUCTIONS = ("flatten", "mean")
 CLASSIFIER_ACTIVATIONS = ("relu", "tanh")
+POOLINGS = ("mean", "statistics", "attentive_statistics")
 
 
 def pool_pairs(pool_sizes: list[int | list[int]]) -> list[tuple[int, int]]:
@@ -45,7 +46,10 @@ class SpectrogramEmotionConfig(PretrainedConfig):
         f_min (`float`, defaults to 0.0): Lowest mel frequency in Hz.
         f_max (`float`, *optional*): Highest mel frequency in Hz; `None` is `sampling_rate / 2`.
         mel_normalization (`str`, defaults to `"utterance"`): `"utterance"` normalises each mel
-            band to zero mean and unit variance over the clip's valid frames; `"none"` keeps the log-mel.
+            band to zero mean and unit variance over the clip's valid frames (removes the clip's
+            long-term spectrum, e.g. its spectral tilt); `"corpus"` normalises each band with
+            statistics of the training data, tracked over valid frames like BatchNorm running
+            statistics (keeps the differences between clips); `"none"` keeps the log-mel.
         num_time_masks (`int`, defaults to 2): SpecAugment time masks per clip (training only; 0 disables).
         time_mask_width (`int`, defaults to 20): Largest time mask in frames (at most the clip's length).
         num_freq_masks (`int`, defaults to 2): SpecAugment frequency masks per clip (0 disables).
@@ -54,6 +58,10 @@ class SpectrogramEmotionConfig(PretrainedConfig):
         class_weights (`list[float]`, *optional*): Per-class weights of the loss.
         focal_gamma (`float`, defaults to 0.0): Focal-loss focusing parameter; 0 gives cross-entropy.
         label_smoothing (`float`, defaults to 0.0): Label smoothing of the cross-entropy.
+        mixup_alpha (`float`, defaults to 0.0): Mixup (Zhang et al., 2018) in training, when labels
+            are given: each clip's normalised log-mel is mixed with another clip of the batch with a
+            weight drawn from Beta(alpha, alpha), and the loss mixes both clips' losses the same
+            way. 0 disables it.
     """
 
     def __init__(
@@ -74,8 +82,11 @@ class SpectrogramEmotionConfig(PretrainedConfig):
         class_weights: list[float] | None = None,
         focal_gamma: float = 0.0,
         label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
         **kwargs: Any,
     ):
+        if mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0, got {mixup_alpha}.")
         if mel_normalization not in MEL_NORMALIZATIONS:
             raise ValueError(
                 f"mel_normalization must be one of {MEL_NORMALIZATIONS}, got {mel_normalization!r}."
@@ -98,6 +109,7 @@ class SpectrogramEmotionConfig(PretrainedConfig):
         self.class_weights = class_weights
         self.focal_gamma = focal_gamma
         self.label_smoothing = label_smoothing
+        self.mixup_alpha = mixup_alpha
         super().__init__(**kwargs)
 
     @property
@@ -123,12 +135,14 @@ class SpectrogramEmotionConfig(PretrainedConfig):
 class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
     r"""
     Configuration of [`CNNTransformerForAudioClassification`]: a 2-D CNN over the log-mel, the
-    frequency axis folded into one vector per pooled frame, a Transformer encoder with a
-    learnable-scale sinusoidal position encoding, masked mean pooling and a linear classifier.
+    frequency axis folded into one vector per pooled frame, optional 1-D convolutions over time
+    (a TDNN), a Transformer encoder with a learnable-scale sinusoidal position encoding, masked
+    pooling over time and a linear (or one-hidden-layer) classifier.
 
     Args:
         conv_channels (`list[int]`, defaults to `[32, 64, 128, 256, 512]`): Output channels of each
-            conv → BatchNorm → ReLU → max-pool block.
+            conv → BatchNorm → ReLU → max-pool block. `[]` skips the 2-D CNN: the log-mel frames
+            themselves are projected to `hidden_size`.
         conv_kernel_sizes (`list[int]`, defaults to `[7, 3, 3, 3, 3]`): Square kernel of each block
             ("same" padding).
         pool_sizes (`list[int | list[int]]`, defaults to `[2, 2, 2, 2, 2]`): Max-pooling of each
@@ -137,15 +151,27 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         frequency_reduction (`str`, defaults to `"flatten"`): How the remaining frequency axis is
             folded: `"flatten"` concatenates channels × remaining bands (keeps where in the spectrum
             a pattern occurs), `"mean"` averages over bands. A linear layer then maps to `hidden_size`.
-        hidden_size (`int`, defaults to 512): Transformer width (d_model).
-        num_hidden_layers (`int`, defaults to 2): Transformer encoder layers.
+        hidden_size (`int`, defaults to 512): Width of the frame sequence after the projection
+            (the 1-D convolutions and the Transformer keep it).
+        time_conv_kernel_sizes (`list[int]`, defaults to `[]`): Odd kernel of each 1-D conv →
+            BatchNorm → ReLU layer over the projected frame sequence, with a residual connection
+            (a TDNN; cheap on CPU compared with 2-D convolutions). `[]` has none.
+        time_conv_dilations (`list[int]`, *optional*): Dilation of each 1-D conv layer; `None` is 1 for all.
+        num_hidden_layers (`int`, defaults to 2): Transformer encoder layers; 0 skips the
+            Transformer and its position encoding.
         num_attention_heads (`int`, defaults to 4): Attention heads.
         intermediate_size (`int`, defaults to 1024): Feed-forward width.
         transformer_activation (`str`, defaults to `"relu"`): Feed-forward activation, `"relu"` or `"gelu"`.
         transformer_norm_first (`bool`, defaults to `False`): Pre-LayerNorm layers instead of post-LN.
         hidden_dropout (`float`, defaults to 0.1): Dropout after the projection + position encoding.
         transformer_dropout (`float`, defaults to 0.1): Dropout inside the Transformer layers.
-        kwargs: Every argument of [`SpectrogramEmotionConfig`] (mel settings, SpecAugment, loss).
+        pooling (`str`, defaults to `"mean"`): Pooling over valid steps: `"mean"`, `"statistics"`
+            (mean and standard deviation, concatenated) or `"attentive_statistics"` (attention-
+            weighted mean and standard deviation, Okabe et al. 2018).
+        pooling_attention_size (`int`, defaults to 128): Hidden size of the attentive pooling's scorer.
+        classifier_hidden_size (`int`, defaults to 0): Width of a dense → ReLU → dropout layer
+            before the output layer; 0 gives a linear classifier on the pooled vector.
+        kwargs: Every argument of [`SpectrogramEmotionConfig`] (mel settings, SpecAugment, mixup, loss).
     """
 
     model_type = "emotion_cnn_transformer"
@@ -158,6 +184,8 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         pool_sizes: list[int | list[int]] | None = None,
         frequency_reduction: str = "flatten",
         hidden_size: int = 512,
+        time_conv_kernel_sizes: list[int] | None = None,
+        time_conv_dilations: list[int] | None = None,
         num_hidden_layers: int = 2,
         num_attention_heads: int = 4,
         intermediate_size: int = 1024,
@@ -165,13 +193,19 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         transformer_norm_first: bool = False,
         hidden_dropout: float = 0.1,
         transformer_dropout: float = 0.1,
+        pooling: str = "mean",
+        pooling_attention_size: int = 128,
+        classifier_hidden_size: int = 0,
         **kwargs: Any,
     ):
-        self.conv_channels = list(conv_channels or [32, 64, 128, 256, 512])
-        self.conv_kernel_sizes = list(conv_kernel_sizes or [7, 3, 3, 3, 3])
-        self.pool_sizes = list(pool_sizes or [2] * len(self.conv_channels))
+        self.conv_channels = list(conv_channels if conv_channels is not None else [32, 64, 128, 256, 512])
+        default_kernels = [7, 3, 3, 3, 3] if conv_channels is None else [3] * len(self.conv_channels)
+        self.conv_kernel_sizes = list(conv_kernel_sizes if conv_kernel_sizes is not None else default_kernels)
+        self.pool_sizes = list(pool_sizes if pool_sizes is not None else [2] * len(self.conv_channels))
         self.frequency_reduction = frequency_reduction
         self.hidden_size = hidden_size
+        self.time_conv_kernel_sizes = list(time_conv_kernel_sizes or [])
+        self.time_conv_dilations = list(time_conv_dilations or [1] * len(self.time_conv_kernel_sizes))
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
         self.intermediate_size = intermediate_size
@@ -179,7 +213,20 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         self.transformer_norm_first = transformer_norm_first
         self.hidden_dropout = hidden_dropout
         self.transformer_dropout = transformer_dropout
+        self.pooling = pooling
+        self.pooling_attention_size = pooling_attention_size
+        self.classifier_hidden_size = classifier_hidden_size
         super().__init__(**kwargs)
+        if len(self.time_conv_dilations) != len(self.time_conv_kernel_sizes):
+            raise ValueError("time_conv_dilations needs one entry per time_conv_kernel_sizes entry.")
+        if any(k % 2 == 0 or k < 1 for k in self.time_conv_kernel_sizes) or any(
+            d < 1 for d in self.time_conv_dilations
+        ):
+            raise ValueError("time_conv_kernel_sizes must be odd and time_conv_dilations >= 1.")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+        if num_hidden_layers < 0 or classifier_hidden_size < 0:
+            raise ValueError("num_hidden_layers and classifier_hidden_size must be >= 0.")
         if not len(self.conv_channels) == len(self.conv_kernel_sizes) == len(self.pool_sizes):
             raise ValueError("conv_channels, conv_kernel_sizes and pool_sizes need one entry per block.")
         if any(kernel % 2 == 0 for kernel in self.conv_kernel_sizes):

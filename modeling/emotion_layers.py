@@ -13,6 +13,12 @@ from torch.nn import functional as F
 from transformers.audio_utils import mel_filter_bank
 
 
+
+def is_exporting() -> bool:
+    """True while a graph is being recorded for export (`torch.export`, the ONNX exporters or
+    TorchScript tracing): shortcuts that read tensor values must then be skipped."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
 def add_auto_model_entries(config, model: nn.Module) -> None:
     """Point both `AutoModel` and `AutoModelForAudioClassification` of the saved config's
     `auto_map` at this model class (`register_for_auto_class` records only one Auto class)."""
@@ -165,6 +171,19 @@ class MeanPooling(nn.Module):
         return masked_mean(hidden, mask)
 
 
+class StatisticsPooling(nn.Module):
+    """Mean and standard deviation over valid frames, concatenated (x-vector statistics pooling)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.output_size = 2 * hidden_size
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mean = masked_mean(hidden, mask)
+        var = masked_mean((hidden - mean.unsqueeze(1)) ** 2, mask)
+        return torch.cat([mean, torch.sqrt(var.clamp(min=1e-6))], dim=-1)
+
+
 class AttentiveStatisticsPooling(nn.Module):
     """Attentive statistics pooling (Okabe et al., Interspeech 2018): attention-weighted mean and
     standard deviation over valid frames, concatenated."""
@@ -204,6 +223,7 @@ class AttentionPooling(nn.Module):
 
 POOLING_CLASSES = {
     "mean": MeanPooling,
+    "statistics": StatisticsPooling,
     "attentive_statistics": AttentiveStatisticsPooling,
     "attention": AttentionPooling,
 }
@@ -212,8 +232,8 @@ POOLING_CLASSES = {
 def build_pooling(kind: str, hidden_size: int, attention_size: int = 128) -> nn.Module:
     if kind not in POOLING_CLASSES:
         raise ValueError(f"Unknown pooling {kind!r}; choose one of {sorted(POOLING_CLASSES)}.")
-    if kind == "mean":
-        return MeanPooling(hidden_size)
+    if kind in ("mean", "statistics"):
+        return POOLING_CLASSES[kind](hidden_size)
     return POOLING_CLASSES[kind](hidden_size, attention_size)
 
 

@@ -28,9 +28,10 @@ from .emotion_layers import (
     AttentionPooling,
     LogMelSpectrogram,
     add_auto_model_entries,
+    build_pooling,
     classification_loss,
+    is_exporting,
     lengths_to_mask,
-    masked_mean,
     normalize_per_clip,
     sample_lengths,
     zero_padded_frames,
@@ -102,6 +103,25 @@ def zero_padded_steps(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return hidden * mask[:, None, :, None].to(hidden.dtype)
 
 
+@dataclass
+class FeatureMixing:
+    """Mixup of one training batch: clip `i` becomes `weight * x_i + (1 - weight) * x_permutation[i]`
+    and keeps the longer of the two lengths; the loss mixes the two clips' losses the same way."""
+
+    permutation: torch.Tensor
+    weight: float
+
+    @classmethod
+    def draw(cls, batch_size: int, alpha: float, device: torch.device) -> FeatureMixing:
+        weight = float(torch.distributions.Beta(alpha, alpha).sample())
+        return cls(torch.randperm(batch_size, device=device), weight)
+
+    def apply(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`features (batch, ...)` with padded frames zero, and their lengths."""
+        mixed = self.weight * features + (1.0 - self.weight) * features[self.permutation]
+        return mixed, torch.maximum(lengths, lengths[self.permutation])
+
+
 def random_spans(extent: torch.Tensor, num_spans: int, max_width: int, size: int) -> torch.Tensor:
     """Boolean `(batch, size)` mask of `num_spans` random spans per row, each of width uniform in
     `[0, min(max_width, extent)]`, lying inside the row's first `extent` positions."""
@@ -169,7 +189,8 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     `nn.BatchNorm2d` (same parameters and buffers)."""
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None or not self.training:
+        # A batch without padding takes the fused kernel (several times fewer passes on CPU).
+        if mask is None or not self.training or (not is_exporting() and bool(mask.all())):
             return super().forward(hidden)
         # Sums over frequency first, then masked sums over the small (batch, channels, time)
         # tensors: few passes over the large feature map (this layer dominates a CPU step).
@@ -217,7 +238,28 @@ class ConvBlock(nn.Module):
             return hidden, None
         # A pooled step is valid when its whole window is: floor division, as the pooling itself.
         lengths = torch.div(lengths, self.time_pool, rounding_mode="floor")
+        # A batch without padding skips the zeroing; the check reads a tensor value, so it is left
+        # out while exporting (ONNX export traces one graph for every batch).
+        if not is_exporting() and bool((lengths >= hidden.shape[2]).all()):
+            return hidden, lengths
         return zero_padded_steps(hidden, lengths_to_mask(lengths, hidden.shape[2])), lengths
+
+
+class TimeConvBlock(nn.Module):
+    """Residual 1-D conv ("same" padding, optional dilation) → BatchNorm → ReLU over a step
+    sequence `(batch, steps, channels)`, a TDNN layer. BatchNorm statistics skip padded steps and
+    padded steps are zeroed, so a clip's output does not depend on the batch's padding."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int = 1):
+        super().__init__()
+        padding = dilation * (kernel_size // 2)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.norm = MaskedBatchNorm2d(channels)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        update = self.conv(hidden.transpose(1, 2)).unsqueeze(-1)
+        update = F.relu(self.norm(update, mask)).squeeze(-1).transpose(1, 2)
+        return zero_padded_frames(hidden + update, mask)
 
 
 class LearnableScalePositionalEncoding(nn.Module):
@@ -249,6 +291,10 @@ class LogMelFrontEnd(nn.Module):
             f_max=config.f_max,
         )
         self.normalization = config.mel_normalization
+        # Per-band statistics of the training data (running statistics, no affine parameters).
+        self.corpus_norm = (
+            MaskedBatchNorm2d(config.n_mels, affine=False) if self.normalization == "corpus" else None
+        )
 
     def forward(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
@@ -256,13 +302,19 @@ class LogMelFrontEnd(nn.Module):
         log_mel, frame_lengths = self.mel(input_values, sample_lengths(input_values, attention_mask))
         if self.normalization == "utterance":
             log_mel = normalize_per_clip(log_mel, frame_lengths)
+        elif self.corpus_norm is not None:
+            mask = lengths_to_mask(frame_lengths, log_mel.shape[1])
+            bands = log_mel.transpose(1, 2).unsqueeze(-1)  # (batch, n_mels, frames, 1): bands as channels
+            log_mel = self.corpus_norm(bands, mask).squeeze(-1).transpose(1, 2)
+            log_mel = zero_padded_frames(log_mel, mask)
         return log_mel, frame_lengths
 
 
 class CNNTransformerEncoder(nn.Module):
-    """Log-mel → SpecAugment → CNN blocks → frequency folding → linear → `alpha * PE` → Transformer.
+    """Log-mel → SpecAugment (→ mixup) → CNN blocks → frequency folding → linear → 1-D convs →
+    `alpha * PE` → Transformer (the convolutions, the CNN and the Transformer are each optional).
 
-    Returns the Transformer's output `(batch, steps, hidden_size)` and its valid-step mask.
+    Returns the output `(batch, steps, hidden_size)` and its valid-step mask.
     """
 
     def __init__(self, config: CNNTransformerEmotionConfig):
@@ -281,12 +333,22 @@ class CNNTransformerEncoder(nn.Module):
         )
         self.min_frames = config.min_input_frames
         self.frequency_reduction = config.frequency_reduction
-        folded = config.conv_channels[-1]
-        if config.frequency_reduction == "flatten":
-            folded *= config.pooled_mel_bands
+        if not config.conv_channels:
+            folded = config.n_mels
+        elif config.frequency_reduction == "flatten":
+            folded = config.conv_channels[-1] * config.pooled_mel_bands
+        else:
+            folded = config.conv_channels[-1]
         self.projection = nn.Linear(folded, config.hidden_size)
-        self.position_encoding = LearnableScalePositionalEncoding(config.hidden_size)
+        self.time_convs = nn.ModuleList(
+            TimeConvBlock(config.hidden_size, kernel, dilation)
+            for kernel, dilation in zip(config.time_conv_kernel_sizes, config.time_conv_dilations)
+        )
         self.dropout = nn.Dropout(config.hidden_dropout)
+        self.position_encoding = self.transformer = None
+        if config.num_hidden_layers == 0:
+            return
+        self.position_encoding = LearnableScalePositionalEncoding(config.hidden_size)
         layer = nn.TransformerEncoderLayer(
             config.hidden_size,
             config.num_attention_heads,
@@ -299,10 +361,15 @@ class CNNTransformerEncoder(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, config.num_hidden_layers, enable_nested_tensor=False)
 
     def forward(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        mixing: FeatureMixing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         log_mel, lengths = self.front_end(input_values, attention_mask)
         log_mel = self.spec_augment(log_mel, lengths)
+        if mixing is not None:
+            log_mel, lengths = mixing.apply(log_mel, lengths)
         # Clips too short to survive the time poolings get zero frames appended (inside the clip).
         if log_mel.shape[1] < self.min_frames:
             log_mel = F.pad(log_mel, (0, 0, 0, self.min_frames - log_mel.shape[1]))
@@ -311,12 +378,17 @@ class CNNTransformerEncoder(nn.Module):
         for block in self.conv_blocks:
             hidden, lengths = block(hidden, lengths)
         batch, channels, steps, bands = hidden.shape
-        if self.frequency_reduction == "flatten":
+        if self.frequency_reduction == "flatten" or not self.conv_blocks:
             hidden = hidden.permute(0, 2, 1, 3).reshape(batch, steps, channels * bands)
         else:
             hidden = hidden.mean(-1).transpose(1, 2)
         mask = lengths_to_mask(lengths, steps)
-        hidden = self.dropout(self.position_encoding(self.projection(hidden)))
+        hidden = zero_padded_frames(self.projection(hidden), mask)
+        for layer in self.time_convs:
+            hidden = layer(hidden, mask)
+        if self.transformer is None:
+            return zero_padded_frames(self.dropout(hidden), mask), mask
+        hidden = self.dropout(self.position_encoding(hidden))
         hidden = self.transformer(hidden, src_key_padding_mask=~mask)
         return hidden, mask
 
@@ -368,9 +440,14 @@ class SegmentCRNNEncoder(nn.Module):
         return self.spec_augment(torch.stack([log_mel, delta, delta2], dim=1), lengths), lengths
 
     def forward(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        mixing: FeatureMixing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         features, lengths = self.features(input_values, attention_mask)
+        if mixing is not None:
+            features, lengths = mixing.apply(features, lengths)
         counts = self.num_segments(lengths)
         num_segments = int(counts.max())
         needed = (num_segments - 1) * self.segment_hop + self.segment_length
@@ -421,7 +498,7 @@ class SpectrogramEmotionPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Trained from scratch: variance-preserving initialisation rather than the N(0, 0.02) of
         # fine-tuned models, which shrinks the signal through the CNN and the small MLP head.
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -434,27 +511,56 @@ class SpectrogramEmotionPreTrainedModel(PreTrainedModel):
         else:  # BatchNorm, LayerNorm, LSTM (Xavier), MultiheadAttention (its own reset)
             super()._init_weights(module)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    def _mixing(self, input_values: torch.Tensor, labels: torch.Tensor | None) -> FeatureMixing | None:
+        """Mixup for this batch: in training, with labels, when `mixup_alpha > 0`."""
+        if not self.training or labels is None or self.config.mixup_alpha <= 0 or input_values.shape[0] < 2:
+            return None
+        return FeatureMixing.draw(input_values.shape[0], self.config.mixup_alpha, input_values.device)
+
+    def _loss(
+        self, logits: torch.Tensor, labels: torch.Tensor | None, mixing: FeatureMixing | None = None
+    ) -> torch.Tensor | None:
         if labels is None:
             return None
         config = self.config
-        return classification_loss(
+        loss = classification_loss(
             logits, labels, config.class_weights, config.focal_gamma, config.label_smoothing
         )
+        if mixing is None:
+            return loss
+        other = classification_loss(
+            logits,
+            labels[mixing.permutation],
+            config.class_weights,
+            config.focal_gamma,
+            config.label_smoothing,
+        )
+        return mixing.weight * loss + (1.0 - mixing.weight) * other
 
 
 class CNNTransformerForAudioClassification(SpectrogramEmotionPreTrainedModel):
     """Emotion classifier trained from scratch on the log-mel: 2-D CNN blocks, the frequency axis
-    folded into one vector per pooled frame, a Transformer encoder with a learnable-scale
-    sinusoidal position encoding, masked mean pooling over valid steps and a linear classifier."""
+    folded into one vector per pooled frame, optional 1-D convolutions over time, a Transformer
+    encoder with a learnable-scale sinusoidal position encoding, masked pooling over valid steps
+    (mean, statistics or attentive statistics) and a linear or one-hidden-layer classifier."""
 
     config_class = CNNTransformerEmotionConfig
 
     def __init__(self, config: CNNTransformerEmotionConfig):
         super().__init__(config)
         self.encoder = CNNTransformerEncoder(config)
+        self.pooler = build_pooling(config.pooling, config.hidden_size, config.pooling_attention_size)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        if config.classifier_hidden_size:
+            self.classifier = MLPClassifier(
+                self.pooler.output_size,
+                config.classifier_hidden_size,
+                config.num_labels,
+                config.classifier_dropout,
+                "relu",
+            )
+        else:
+            self.classifier = nn.Linear(self.pooler.output_size, config.num_labels)
         add_auto_model_entries(config, self)
         self.post_init()
 
@@ -464,10 +570,12 @@ class CNNTransformerForAudioClassification(SpectrogramEmotionPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> SpectrogramClassifierOutput:
-        hidden, mask = self.encoder(input_values, attention_mask)
-        pooled = masked_mean(hidden, mask)
+        mixing = self._mixing(input_values, labels)
+        hidden, mask = self.encoder(input_values, attention_mask, mixing)
+        pooled = self.pooler(hidden, mask)
         logits = self.classifier(self.dropout(pooled))
-        return SpectrogramClassifierOutput(loss=self._loss(logits, labels), logits=logits, embeddings=pooled)
+        loss = self._loss(logits, labels, mixing)
+        return SpectrogramClassifierOutput(loss=loss, logits=logits, embeddings=pooled)
 
 
 class SegmentCRNNForAudioClassification(SpectrogramEmotionPreTrainedModel):
@@ -497,7 +605,9 @@ class SegmentCRNNForAudioClassification(SpectrogramEmotionPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> SpectrogramClassifierOutput:
-        hidden, mask = self.encoder(input_values, attention_mask)
+        mixing = self._mixing(input_values, labels)
+        hidden, mask = self.encoder(input_values, attention_mask, mixing)
         pooled = self.pooler(hidden, mask)
         logits = self.classifier(pooled)
-        return SpectrogramClassifierOutput(loss=self._loss(logits, labels), logits=logits, embeddings=pooled)
+        loss = self._loss(logits, labels, mixing)
+        return SpectrogramClassifierOutput(loss=loss, logits=logits, embeddings=pooled)

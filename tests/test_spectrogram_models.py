@@ -18,7 +18,12 @@ from modeling import (
     SegmentCRNNEmotionConfig,
     SegmentCRNNForAudioClassification,
 )
-from modeling.modeling_spectrogram_emotion import MaskedBatchNorm2d, SpecAugment, delta_features
+from modeling.modeling_spectrogram_emotion import (
+    FeatureMixing,
+    MaskedBatchNorm2d,
+    SpecAugment,
+    delta_features,
+)
 
 NO_AUGMENT = {"num_time_masks": 0, "num_freq_masks": 0}
 TINY = {
@@ -49,6 +54,20 @@ TINY = {
     },
 }
 FAMILIES = list(TINY)
+# The CNN+Transformer family as a TDNN: no 2-D CNN, 1-D convolutions over the log-mel frames,
+# corpus-level mel normalisation, statistics pooling and a hidden classifier layer, no Transformer.
+TDNN = {
+    "conv_channels": [],
+    "conv_kernel_sizes": [],
+    "pool_sizes": [],
+    "time_conv_kernel_sizes": [5, 3],
+    "time_conv_dilations": [1, 2],
+    "num_hidden_layers": 0,
+    "mel_normalization": "corpus",
+    "pooling": "attentive_statistics",
+    "pooling_attention_size": 8,
+    "classifier_hidden_size": 8,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -133,6 +152,8 @@ def test_focal_loss_and_class_weights(family):
     [
         ("cnn_transformer", {}),
         ("cnn_transformer", {"frequency_reduction": "mean", "mel_normalization": "none"}),
+        ("cnn_transformer", TDNN),
+        ("cnn_transformer", {"mel_normalization": "corpus", "pooling": "statistics", "num_hidden_layers": 0}),
         ("segment_crnn", {}),
         ("segment_crnn", {"mel_normalization": "none", "segment_length": 24, "segment_hop": 10}),
     ],
@@ -347,3 +368,105 @@ def test_save_and_load_with_remote_code_outside_repo(family, tmp_path):
     for logits, prediction in zip(report["logits"], report["pipeline"]):
         assert {p["label"] for p in prediction} == set(model.config.id2label.values())
         assert prediction[0]["label"] == model.config.id2label[int(np.argmax(logits))]
+
+
+@pytest.mark.parametrize("overrides", [TDNN, {"pooling": "statistics", "classifier_hidden_size": 8}])
+def test_recipe_options_train_and_shapes(overrides):
+    model = make_model("cnn_transformer", **overrides)
+    clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
+    features = featurize(model, clips)
+    out = model(**features, labels=LABELS)
+    pooled_size = 2 * model.config.hidden_size
+    assert out.embeddings.shape == (3, pooled_size)
+    out.loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+    losses = train_steps(model, features, LABELS, steps=15)
+    assert losses[-1] < 0.7 * losses[0], losses
+    if not overrides.get("conv_channels", True):
+        assert len(model.encoder.conv_blocks) == 0
+        assert model.encoder.transformer is None
+        assert model.encoder.projection.in_features == model.config.n_mels
+
+
+def test_corpus_normalization_tracks_training_statistics():
+    model = make_model("cnn_transformer", **TDNN)
+    norm = model.encoder.front_end.corpus_norm
+    norm.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+    clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
+    features = featurize(model, clips)
+    model.train()
+    with torch.no_grad():
+        model(**features)
+        log_mel, lengths = model.encoder.front_end.mel(
+            features["input_values"], features["attention_mask"].sum(-1)
+        )
+    valid = torch.cat([log_mel[i, :n] for i, n in enumerate(lengths.tolist())])
+    assert torch.allclose(norm.running_mean, valid.mean(0), atol=1e-4)
+    assert torch.allclose(norm.running_var, valid.var(0), rtol=1e-3, atol=1e-4)
+    # In eval mode the stored statistics normalise every clip the same way: a clip's normalised
+    # log-mel keeps its own offset from the corpus mean (utterance normalisation would remove it).
+    model.eval()
+    with torch.no_grad():
+        normalised, lengths = model.encoder.front_end(features["input_values"], features["attention_mask"])
+    expected = (log_mel - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    mask = torch.arange(log_mel.shape[1]) < lengths.unsqueeze(1)
+    assert torch.allclose(normalised[mask], expected[mask], atol=1e-4)
+    assert not normalised[~mask].any()
+    assert CNNTransformerEmotionConfig(**TINY["cnn_transformer"]).mel_normalization == "utterance"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mixup_mixes_inputs_and_losses_in_training_only(family):
+    model = make_model(family, mixup_alpha=0.4)
+    reference = make_model(family)
+    reference.load_state_dict(model.state_dict())
+    clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
+    features = featurize(model, clips)
+    # Eval mode, or no labels: no mixing, identical to the same weights without mixup.
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        assert torch.equal(
+            model(**features, labels=LABELS).logits, reference(**features, labels=LABELS).logits
+        )
+    # Training: the loss is weight * loss(labels) + (1 - weight) * loss(permuted labels) of the
+    # logits computed from the mixed batch.
+    model.train()
+    torch.manual_seed(3)
+    out = model(**features, labels=LABELS)
+    torch.manual_seed(3)
+    mixing = FeatureMixing.draw(3, 0.4, torch.device("cpu"))
+    assert 0.0 < mixing.weight < 1.0
+    ce = torch.nn.functional.cross_entropy
+    expected = mixing.weight * ce(out.logits, LABELS) + (1 - mixing.weight) * ce(
+        out.logits, LABELS[mixing.permutation]
+    )
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_feature_mixing_keeps_the_longer_length():
+    features = torch.zeros(2, 5, 3)
+    features[0, :5] = 1.0
+    features[1, :2] = 3.0
+    mixing = FeatureMixing(torch.tensor([1, 0]), 0.25)
+    mixed, lengths = mixing.apply(features, torch.tensor([5, 2]))
+    assert lengths.tolist() == [5, 5]
+    assert torch.allclose(mixed[0, :2], torch.full((2, 3), 0.25 + 0.75 * 3.0))
+    assert torch.allclose(mixed[0, 2:], torch.full((3, 3), 0.25))
+    assert torch.allclose(mixed[1, 2:], torch.full((3, 3), 0.75))
+
+
+def test_recipe_option_validation():
+    with pytest.raises(ValueError, match="pooling"):
+        CNNTransformerEmotionConfig(pooling="max")
+    with pytest.raises(ValueError, match="time_conv"):
+        CNNTransformerEmotionConfig(time_conv_kernel_sizes=[4])
+    with pytest.raises(ValueError, match="time_conv_dilations"):
+        CNNTransformerEmotionConfig(time_conv_kernel_sizes=[3, 3], time_conv_dilations=[1])
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        SegmentCRNNEmotionConfig(mixup_alpha=-1.0)
+    config = CNNTransformerEmotionConfig(conv_channels=[8, 16])
+    assert config.conv_kernel_sizes == [3, 3]
+    assert config.pool_sizes == [2, 2]
+    assert CNNTransformerEmotionConfig(conv_channels=[]).min_input_frames == 1
