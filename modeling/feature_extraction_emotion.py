@@ -41,16 +41,27 @@ def normalize_gender(gender: Any) -> str:
     return _GENDER_ALIASES.get(str(gender).strip().lower(), "unknown")
 
 
+def _to_numpy(waveform: Any) -> Any:
+    if hasattr(waveform, "detach"):  # torch.Tensor, without importing torch
+        waveform = waveform.detach().cpu()
+        if waveform.is_floating_point() and str(waveform.dtype) == "torch.bfloat16":
+            waveform = waveform.float()  # numpy has no bfloat16
+        waveform = waveform.numpy()
+    return waveform
+
+
 def as_mono_float32(waveform: Any, name: str = "clip") -> np.ndarray:
     """Convert one waveform to a finite 1-D float32 array or raise `AudioInputError`.
 
     Integer PCM is scaled to [-1, 1]. Multi-channel arrays are refused here (downmix before the
-    feature extractor; the project's audio loader does). Empty and non-finite input is refused.
+    feature extractor; the project's audio loader does). Empty and non-finite input is refused,
+    and so are samples that are not real numbers (bool, complex, strings, objects, dates).
     """
-    if hasattr(waveform, "detach"):  # torch.Tensor, without importing torch
-        waveform = waveform.detach().cpu().numpy()
-    array = np.asarray(waveform)
-    if array.dtype == object or np.iscomplexobj(array) or array.dtype == np.bool_:
+    try:
+        array = np.asarray(_to_numpy(waveform))
+    except (TypeError, ValueError) as error:  # ragged nested lists, unconvertible objects
+        raise AudioInputError(f"{name}: not an array of samples ({error}).") from None
+    if array.dtype.kind not in "iuf":
         raise AudioInputError(
             f"{name}: unsupported sample type {array.dtype}; expected float or integer PCM."
         )
@@ -60,6 +71,8 @@ def as_mono_float32(waveform: Any, name: str = "clip") -> np.ndarray:
             array = (array.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)
         else:
             array = array.astype(np.float64) / float(-info.min)
+    if array.ndim == 0:
+        raise AudioInputError(f"{name}: expected a 1-D waveform, got a single number.")
     if array.ndim != 1:
         raise AudioInputError(
             f"{name}: expected a mono waveform (1-D array), got shape {tuple(array.shape)}; "
@@ -67,10 +80,13 @@ def as_mono_float32(waveform: Any, name: str = "clip") -> np.ndarray:
         )
     if array.size == 0:
         raise AudioInputError(f"{name}: empty waveform (0 samples).")
-    array = array.astype(np.float32, copy=False)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise AudioInputError(f"{name}: {int((~finite).sum())} of {array.size} samples are NaN or infinite.")
+    with np.errstate(over="ignore"):
+        array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise AudioInputError(f"{name}: {bad} of {array.size} samples are NaN or infinite.")
+        raise AudioInputError(f"{name}: samples exceed the float32 range (expected PCM in [-1, 1]).")
     return array
 
 
@@ -240,13 +256,22 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
             f0_stats: Per-clip log-F0 `[mean, std]` of the clip's speaker (training speakers).
 
         Raises:
-            AudioInputError: empty, non-finite, multi-channel or wrongly sampled input.
+            AudioInputError: the only error raised for bad audio, with a message naming the clip
+                (`clip i`, its position in the batch) and the reason: empty, non-finite,
+                multi-channel (including a (samples, channels) array), non-numeric samples (bool,
+                complex, strings, objects) or a sampling rate other than `self.sampling_rate`.
+                Any length is accepted: clips shorter than `min_samples` are zero-padded.
         """
-        if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
-            raise AudioInputError(
-                f"audio is sampled at {sampling_rate} Hz but this model expects {self.sampling_rate} Hz; "
-                "resample it first (the project's loaders and the pipeline do this)."
-            )
+        if sampling_rate is not None:
+            try:
+                rate = float(sampling_rate)
+            except (TypeError, ValueError):
+                raise AudioInputError(f"sampling_rate must be a number, got {sampling_rate!r}.") from None
+            if rate != self.sampling_rate:
+                raise AudioInputError(
+                    f"audio is sampled at {sampling_rate} Hz but this model expects {self.sampling_rate} Hz; "
+                    "resample it first (the project's loaders and the pipeline do this)."
+                )
         clips = self._as_clip_list(raw_speech)
         batch_size = len(clips)
         genders = gender if isinstance(gender, (list, tuple)) else [gender] * batch_size
@@ -268,8 +293,9 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
         values = np.full((batch_size, target), self.padding_value, dtype=np.float32)
         mask = np.zeros((batch_size, target), dtype=np.int32)
         for row, clip in enumerate(clips):
-            if self.do_normalize:
-                clip = (clip - clip.mean()) / np.sqrt(clip.var() + 1e-7)
+            if self.do_normalize:  # in float64: the variance of large float32 samples overflows
+                clip64 = clip.astype(np.float64)
+                clip = (clip64 - clip64.mean()) / np.sqrt(clip64.var() + 1e-7)
             values[row, : len(clip)] = clip
             mask[row, : len(clip)] = 1
         data: dict[str, Any] = {"input_values": values}
@@ -282,8 +308,14 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
         return BatchFeature(data, tensor_type=return_tensors)
 
     def _as_clip_list(self, raw_speech: Any) -> list[np.ndarray]:
-        if hasattr(raw_speech, "detach"):
-            raw_speech = raw_speech.detach().cpu().numpy()
+        raw_speech = _to_numpy(raw_speech)
+        if isinstance(raw_speech, np.ndarray) and raw_speech.ndim == 2 and raw_speech.shape[1] <= 8:
+            # A 2-D array is a batch (clips, samples); a few-sample "clip" means (samples, channels).
+            raise AudioInputError(
+                f"got an array of shape {raw_speech.shape}, read as {raw_speech.shape[0]} clips of "
+                f"{raw_speech.shape[1]} samples; this looks like (samples, channels) audio: downmix it "
+                "to one 1-D waveform first (e.g. waveform.mean(axis=1))."
+            )
         if (isinstance(raw_speech, np.ndarray) and raw_speech.ndim == 2) or (
             isinstance(raw_speech, (list, tuple)) and raw_speech and not np.isscalar(raw_speech[0])
         ):

@@ -30,6 +30,7 @@ from ser_metrics import (
     format_table,
     save_confusion_png,
     write_json_atomic,
+    write_text_atomic,
 )
 
 logger = logging.getLogger("cross_validate")
@@ -60,6 +61,19 @@ def _fold_argv(argv: list[str], fold: int, fold_dir: Path) -> list[str]:
             continue
         stripped.append(arg)
     return [*stripped, "--fold", str(fold), "--output_dir", str(fold_dir)]
+
+
+def _finished_fold(path: Path) -> dict[str, Any] | None:
+    """A fold's results, or None when it has not finished. train.py writes results.json
+    atomically; an unreadable one (copied or edited by hand) is reported and the fold is rerun,
+    resuming from its last checkpoint."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        logger.warning("%s is unreadable (%s); running the fold again", path, error)
+        return None
 
 
 def pool_results(output_dir: Path, fold_results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,7 +136,7 @@ def write_report(output_dir: Path, summary: dict[str, Any]) -> None:
         format_table([*rows, pooled_row, mean_row], columns),
         "",
     ]
-    (output_dir / "cv_results.md").write_text("\n".join(text))
+    write_text_atomic(output_dir / "cv_results.md", "\n".join(text))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -135,18 +149,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if output_dir is None:
         raise ValueError("output_dir is required (in the recipe or as --output_dir).")
     output_dir = Path(output_dir)
-    total, protocol = train.count_folds(argv)
-    only = _option(argv, "folds")
-    folds = [int(f) for f in only.split(",")] if only else list(range(total))
+    only = _option(argv, "folds")  # ours, not train.py's: strip it before train.py parses argv
     argv = [a for i, a in enumerate(argv) if a != "--folds" and (i == 0 or argv[i - 1] != "--folds")]
+    argv = [a for a in argv if not a.startswith("--folds=")]
+    total, protocol = train.count_folds(argv)
+    folds = [int(f) for f in only.split(",")] if only else list(range(total))
     logger.info("%s: %d folds -> %s", protocol, total, output_dir)
     results = []
     for fold in folds:
         fold_dir = output_dir / f"fold_{fold}"
-        done = fold_dir / "results.json"
-        if done.exists():
+        result = _finished_fold(fold_dir / "results.json")
+        if result is not None:
             logger.info("fold %d already finished, skipping", fold)
-            result = json.loads(done.read_text())
         else:
             logger.info("fold %d/%d", fold + 1, total)
             result = train.main(_fold_argv(argv, fold, fold_dir))

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from ser_augment import Augmenter
 from ser_data import normalize_transcript
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
 @dataclass
@@ -80,6 +81,43 @@ class EpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.transform.epoch = int(state.epoch or 0)
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped shuffling, drawn from a generator seeded by (seed, epoch).
+
+    The stock sampler shuffles with the global torch RNG when an epoch's iterator is created. A
+    run resumed mid-epoch creates that iterator before it restores the checkpoint's RNG state, so
+    it trained on other batches than the interrupted run would have. Here the order depends only
+    on the seed and `clock.epoch` (the `TrainTransform`, kept current by `EpochCallback`).
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int, clock: TrainTransform):
+        super().__init__(batch_size, lengths=list(lengths))
+        self.seed = seed
+        self.clock = clock
+
+    def __iter__(self):
+        seed = zlib.crc32(f"{self.seed}/{self.clock.epoch}".encode())
+        self.generator = torch.Generator().manual_seed(seed)
+        return super().__iter__()
+
+
+class ResumableTrainer(Trainer):
+    """`Trainer` whose length-grouped training order depends only on (seed, epoch), so that a run
+    killed mid-epoch and resumed from its last checkpoint sees the batches an uninterrupted run
+    sees (see `EpochSeededLengthGroupedSampler`). `clock` is the training split's `TrainTransform`."""
+
+    def __init__(self, *args: Any, clock: TrainTransform, **kwargs: Any):
+        self.clock = clock
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed, self.clock)
+        return sampler
 
 
 @dataclass

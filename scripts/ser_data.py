@@ -284,7 +284,10 @@ class AudioSettings:
 
 
 def decode_audio(value: dict[str, Any], sampling_rate: int) -> np.ndarray:
-    """Decode one undecoded `Audio` value to mono float32 at `sampling_rate` (downmix, resample)."""
+    """Decode one undecoded `Audio` value to mono float32 at `sampling_rate` (downmix, resample).
+
+    FFmpeg downmixes by channel layout (stereo: (L + R) / sqrt(2)), as `pipeline()` on a file and
+    `predict.py` do; per-clip normalisation removes the level difference to a plain mean."""
     _DECODE_CALLS["decode"] += 1
     decoder = Audio(sampling_rate=sampling_rate, num_channels=1).decode_example(value)
     try:
@@ -327,7 +330,9 @@ def check_waveform(waveform: np.ndarray, settings: AudioSettings) -> str | None:
 def _prepare_row(
     row: dict[str, Any], settings: AudioSettings, extractor_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    empty = {"input_values": [], "length": 0, "skip_reason": None, "f0": []}
+    # Typed empty arrays: a writer batch mixing `[]` (float64 to pyarrow) with float32 clips fails.
+    nothing = np.zeros(0, dtype=np.float32)
+    empty = {"input_values": nothing, "length": 0, "skip_reason": None, "f0": nothing}
     try:
         waveform = decode_audio(row["audio"], settings.sampling_rate)
     except Exception as error:  # any decoder failure is a per-row skip, reported with its message

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from modeling.feature_extraction_emotion import as_mono_float32
+
 
 @dataclass
 class Prediction:
@@ -57,7 +59,13 @@ def predict_waveforms(
     progress: bool = False,
 ) -> list[Prediction]:
     """Emotion logits (and CTC transcripts when `processor` has a tokenizer and the model a CTC
-    head) for each waveform, in input order."""
+    head) for each waveform, in input order.
+
+    Every waveform is checked before any is predicted: bad audio raises `AudioInputError` naming
+    the clip by its position in `waveforms` (`clip 3: ...`). Callers that must not stop on one
+    bad clip (a folder of files) check each with `as_mono_float32` first.
+    """
+    waveforms = [as_mono_float32(w, name=f"clip {i}") for i, w in enumerate(waveforms)]
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     sampling_rate = feature_extractor.sampling_rate

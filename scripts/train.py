@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from ser_augment import Augmenter, build_augmentations  # noqa: E402
-from ser_batching import EmotionDataCollator, EpochCallback, TrainTransform  # noqa: E402
+from ser_batching import EmotionDataCollator, EpochCallback, ResumableTrainer, TrainTransform  # noqa: E402
 from ser_data import (  # noqa: E402
     AudioSettings,
     ColumnSpec,
@@ -47,6 +47,12 @@ from ser_data import (  # noqa: E402
     prepare_audio,
     resolve_labels,
     standardize,
+)
+from ser_ensemble import (  # noqa: E402
+    SELECTIONS,
+    build_checkpoint_ensemble,
+    predict_by_speaker,
+    prune_checkpoints,
 )
 from ser_folds import PROTOCOLS, Fold, make_fold, num_folds  # noqa: E402
 from ser_inference import model_accepts, predict_waveforms  # noqa: E402
@@ -114,6 +120,20 @@ class ModelArguments:
         default="none", metadata={"help": "'balanced' weights the emotion loss by inverse class frequency."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "For model_name_or_path from the Hub."})
+    ensemble_checkpoints: int = field(
+        default=1,
+        metadata={
+            "help": "Average the emotion probabilities of this many saved checkpoints for the validation "
+            "and test predictions (scripts/ser_ensemble.py); 1 evaluates the single best model."
+        },
+    )
+    ensemble_selection: str = field(
+        default="best",
+        metadata={
+            "help": f"Checkpoints of the ensemble, one of {SELECTIONS}: best validation metric, most recent, "
+            "or evenly spaced through training (the ends of cosine_with_restarts cycles: a snapshot ensemble)."
+        },
+    )
 
     def __post_init__(self):
         self.backbone_config = _parse_json(self.backbone_config, "backbone_config")
@@ -124,6 +144,8 @@ class ModelArguments:
             )
         if self.class_weighting not in ("none", "balanced"):
             raise ValueError("class_weighting must be 'none' or 'balanced'.")
+        if self.ensemble_checkpoints < 1 or self.ensemble_selection not in SELECTIONS:
+            raise ValueError(f"ensemble_checkpoints must be >= 1 and ensemble_selection one of {SELECTIONS}.")
 
 
 @dataclass
@@ -187,6 +209,14 @@ class DataArguments:
     transductive_speaker_normalization: bool = field(
         default=False,
         metadata={"help": "Normalise test speakers' F0 with their own (unlabelled) audio. Transductive."},
+    )
+    speaker_adaptive_batchnorm: bool = field(
+        default=False,
+        metadata={
+            "help": "Re-estimate every BatchNorm layer's statistics on each validation/test speaker's "
+            "unlabelled audio before predicting that speaker (per-speaker AdaBN; for the spectrogram "
+            "families it includes corpus mel normalisation). Transductive."
+        },
     )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "num_proc for datasets.map."}
@@ -266,6 +296,15 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     if "output_dir" not in defaults and "--output_dir" not in argv:
         raise ValueError("output_dir is required (in the recipe or as --output_dir).")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if training_args.push_to_hub:
+        raise ValueError(
+            "train.py does not push (Trainer would upload pickled training state); publish the output "
+            "directory with scripts/push_to_hub.py."
+        )
+    if training_args.hub_token:
+        # Trainer pickles its arguments into every checkpoint (training_args.bin), token included.
+        logger.warning("--hub_token is not used by train.py and is dropped (it is not stored anywhere).")
+        training_args.hub_token = None
     # A JSON object given on the command line updates the recipe's object instead of replacing it,
     # so `--model_config '{"focal_gamma": 0}'` changes one field of the recipe's model_config.
     for args in (model_args, data_args):
@@ -279,6 +318,20 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
         training_args.metric_for_best_model = "loss"
         training_args.greater_is_better = False
         training_args.label_names = ["speaker_labels"]
+    limit = training_args.save_total_limit
+    if model_args.ensemble_checkpoints > 1 and limit is not None and limit > 0:  # None or 0: keep all
+        needed = model_args.ensemble_checkpoints + 1  # + the best, which Trainer always keeps
+        if model_args.ensemble_selection != "last" or limit < needed:
+            raise ValueError(
+                f"ensemble_selection={model_args.ensemble_selection!r} with ensemble_checkpoints="
+                f"{model_args.ensemble_checkpoints} needs its checkpoints kept: set save_total_limit to null or 0 "
+                f"(checkpoints outside the ensemble are deleted after evaluation)"
+                + (
+                    f" or, for 'last', to at least {needed}."
+                    if model_args.ensemble_selection == "last"
+                    else "."
+                )
+            )
     return model_args, data_args, training_args
 
 
@@ -619,8 +672,9 @@ def build_trainer(model_args, data_args, training_args, model, data, extractor, 
                 "eps": training_args.adam_epsilon,
             },
         )
-    trainer = Trainer(
+    trainer = ResumableTrainer(
         model=model,
+        clock=transform,
         args=training_args,
         train_dataset=train,
         eval_dataset=data.validation,
@@ -670,18 +724,31 @@ def evaluate_reconstruction(model, collator, dataset, batch_size: int) -> dict[s
 
 
 def evaluate_split(
-    model, extractor, processor, dataset, data: PreparedData, batch_size: int
+    model, extractor, processor, dataset, data: PreparedData, batch_size: int, adapt_by_speaker: bool = False
 ) -> tuple[dict, list]:
-    """Predict a split with the batched predictor and compute its metrics and per-utterance rows."""
+    """Predict a split with the batched predictor and compute its metrics and per-utterance rows.
+    `adapt_by_speaker` re-estimates BatchNorm statistics on each speaker's clips first (transductive)."""
     model.eval()
     waveforms = [np.asarray(w, dtype=np.float32) for w in dataset.with_format("numpy")["input_values"]]
     kwargs: dict[str, Any] = {"genders": dataset["gender"]}
     if extractor.compute_pitch:
         kwargs["f0"] = [np.asarray(f, dtype=np.float32) for f in dataset.with_format("numpy")["f0"]]
         kwargs["f0_stats"] = [data.speaker_f0_stats.get(str(s)) for s in dataset["speaker"]]
-    predictions = predict_waveforms(
-        model, extractor, waveforms, processor=processor, max_batch_size=batch_size, **kwargs
-    )
+    if adapt_by_speaker:
+        predictions = predict_by_speaker(
+            model,
+            extractor,
+            waveforms,
+            dataset["speaker"],
+            predict_waveforms,
+            batch_size,
+            processor=processor,
+            **kwargs,
+        )
+    else:
+        predictions = predict_waveforms(
+            model, extractor, waveforms, processor=processor, max_batch_size=batch_size, **kwargs
+        )
     logits = np.stack([p.logits for p in predictions])
     predicted = logits.argmax(-1)
     metrics = classification_metrics(dataset["label"], predicted, data.labels)
@@ -717,17 +784,50 @@ def save_outputs(
     # pickle, so they are kept as JSON instead.
     (output_dir / "training_args.bin").unlink(missing_ok=True)
     (output_dir / "training_args.json").write_text(training_args.to_json_string())
+    # The model and data arguments in effect (recipe + command line), for the model card and reruns.
+    recipe = {**dataclasses.asdict(model_args), **dataclasses.asdict(data_args)}
+    write_json_atomic(output_dir / "recipe.json", recipe)
     extractor.save_pretrained(output_dir)
     if processor is not None:
         processor.save_pretrained(output_dir)
     model = trainer.model
     batch = training_args.per_device_eval_batch_size
+    ensemble = None
     if is_decomposition(model_args):
         validation = evaluate_reconstruction(model, trainer.data_collator, data.validation, batch)
         test, rows = evaluate_reconstruction(model, trainer.data_collator, data.test, batch), []
     else:
-        validation, _ = evaluate_split(model, extractor, processor, data.validation, data, batch)
-        test, rows = evaluate_split(model, extractor, processor, data.test, data, batch)
+        adapt = data_args.speaker_adaptive_batchnorm
+        validation, _ = evaluate_split(model, extractor, processor, data.validation, data, batch, adapt)
+        test, rows = evaluate_split(model, extractor, processor, data.test, data, batch, adapt)
+        if model_args.ensemble_checkpoints > 1:
+            single = {
+                name: {k: split[k] for k in ("wa", "ua", "macro_f1")}
+                for name, split in (("validation", validation), ("test", test))
+            }
+            averaged, members = build_checkpoint_ensemble(
+                type(model),
+                output_dir,
+                model_args.ensemble_checkpoints,
+                model_args.ensemble_selection,
+                training_args.metric_for_best_model,
+                training_args.greater_is_better,
+                trainer.state.log_history,
+            )
+            validation, _ = evaluate_split(
+                averaged, extractor, processor, data.validation, data, batch, adapt
+            )
+            test, rows = evaluate_split(averaged, extractor, processor, data.test, data, batch, adapt)
+            ensemble = {
+                "checkpoints": model_args.ensemble_checkpoints,
+                "selection": model_args.ensemble_selection,
+                "members": members,
+                "single_model": single,
+            }
+            # Keep the members, the best and the newest checkpoint (resumption); drop the rest.
+            keep = [m["checkpoint"] for m in members] + [trainer.state.best_model_checkpoint or ""]
+            keep.append(str(get_last_checkpoint(str(output_dir)) or ""))
+            ensemble["pruned_checkpoints"] = len(prune_checkpoints(output_dir, keep))
     write_jsonl_atomic(output_dir / "predictions_test.jsonl", rows)
     write_jsonl_atomic(output_dir / "skipped.jsonl", data.skipped)
     if test.get("confusion_matrix"):
@@ -744,7 +844,14 @@ def save_outputs(
         "validation": validation,
         "protocol": protocol,
         "speaker_independent": protocol["speaker_independent"],
-        "transductive": bool(data_args.transductive_speaker_normalization),
+        "transductive": bool(
+            data_args.transductive_speaker_normalization or data_args.speaker_adaptive_batchnorm
+        ),
+        "transductive_methods": [
+            name
+            for name in ("transductive_speaker_normalization", "speaker_adaptive_batchnorm")
+            if getattr(data_args, name)
+        ],
         "model_type": model_args.model_type,
         "labels": data.labels,
         "num_train_examples": len(data.train),
@@ -757,6 +864,7 @@ def save_outputs(
         },
         "train": train_metrics,
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        **({"ensemble": ensemble} if ensemble else {}),
     }
     write_json_atomic(output_dir / "results.json", results)
     if data.skipped:

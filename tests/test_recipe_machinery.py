@@ -1,0 +1,268 @@
+"""Recipe machinery: checkpoint ensembles and speaker-adaptive BatchNorm (scripts/ser_ensemble.py),
+and their use by train.py on a tiny synthetic audiofolder corpus."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import train
+from conftest import label_kwargs, speech_like
+from ser_ensemble import (
+    ProbabilityAverage,
+    adapt_batchnorm,
+    build_checkpoint_ensemble,
+    predict_by_speaker,
+    select_checkpoints,
+    validation_scores,
+)
+from ser_inference import model_accepts, predict_waveforms
+
+from modeling import (
+    CNNTransformerEmotionConfig,
+    CNNTransformerForAudioClassification,
+    EmotionFeatureExtractor,
+)
+
+TINY_TDNN = {
+    "n_mels": 16,
+    "conv_channels": [],
+    "conv_kernel_sizes": [],
+    "pool_sizes": [],
+    "hidden_size": 8,
+    "time_conv_kernel_sizes": [3],
+    "num_hidden_layers": 0,
+    "mel_normalization": "corpus",
+    "pooling": "statistics",
+    "num_time_masks": 0,
+    "num_freq_masks": 0,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(seed: int = 0, **overrides) -> CNNTransformerForAudioClassification:
+    torch.manual_seed(seed)
+    config = CNNTransformerEmotionConfig(**{**TINY_TDNN, **label_kwargs(), **overrides})
+    return CNNTransformerForAudioClassification(config).eval()
+
+
+def test_select_checkpoints_best_last_spaced():
+    steps = [10, 20, 30, 40, 50, 60]
+    scores = {10: 0.2, 20: 0.6, 30: 0.5, 40: 0.6, 50: 0.3, 60: 0.4}
+    assert select_checkpoints(steps, 2, "last") == [50, 60]
+    # Best by validation score; the tie between steps 20 and 40 goes to the later one.
+    assert select_checkpoints(steps, 1, "best", scores) == [40]
+    assert select_checkpoints(steps, 3, "best", scores) == [20, 30, 40]
+    assert select_checkpoints(steps, 1, "best", {s: -v for s, v in scores.items()}, False) == [40]
+    assert select_checkpoints(steps, 3, "spaced") == [20, 40, 60]
+    assert select_checkpoints(steps, 4, "spaced") == [10, 30, 40, 60]
+    assert select_checkpoints(steps, 10, "last") == steps  # capped at what exists
+    with pytest.raises(ValueError, match="no validation score"):
+        select_checkpoints(steps, 2, "best", {10: 0.1})
+    with pytest.raises(ValueError, match="selection"):
+        select_checkpoints(steps, 2, "worst")
+
+
+def test_validation_scores_from_log_history():
+    history = [
+        {"loss": 1.0, "step": 5},
+        {"eval_ua": 0.5, "eval_loss": 1.2, "step": 10},
+        {"eval_ua": 0.7, "step": 20},
+    ]
+    assert validation_scores(history, "ua") == {10: 0.5, 20: 0.7}
+    assert validation_scores(history, "eval_loss") == {10: 1.2}
+
+
+def test_probability_average_matches_mean_of_softmax():
+    members = [tiny_model(seed) for seed in range(3)]
+    ensemble = ProbabilityAverage(members).eval()
+    extractor = EmotionFeatureExtractor(**members[0].config.feature_extractor_kwargs())
+    clips = [speech_like(s, seed=i) for i, s in enumerate((0.6, 0.3, 0.45))]
+    features = extractor(clips, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.stack([m(**features).logits.softmax(-1) for m in members]).mean(0)
+        got = ensemble(**features).logits.softmax(-1)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(members[0](**features).logits.softmax(-1), expected, atol=1e-3)
+    # It takes the members' inputs, so the batched predictor passes them; a copy is independent.
+    assert model_accepts(ensemble, "attention_mask")
+    assert not model_accepts(ensemble, "pitch_ids")
+    predictions = predict_waveforms(ensemble, extractor, clips, max_batch_size=2)
+    assert np.allclose(np.stack([p.logits for p in predictions]), got.log().numpy(), atol=1e-5)
+    clone = copy.deepcopy(ensemble)
+    with torch.no_grad():
+        clone.members[0].classifier.weight.zero_()
+        assert torch.allclose(ensemble(**features).logits.softmax(-1), expected, atol=1e-6)
+        assert not torch.allclose(clone(**features).logits.softmax(-1), expected, atol=1e-4)
+
+
+def test_adapt_batchnorm_uses_the_given_clips_only():
+    model = tiny_model()
+    extractor = EmotionFeatureExtractor(**model.config.feature_extractor_kwargs())
+    loud = [speech_like(0.5, seed=1) * 5.0 + 0.05 * np.random.default_rng(0).standard_normal(8000)]
+    quiet_tilt = [np.convolve(speech_like(0.4, seed=2), np.ones(8) / 8, mode="same").astype(np.float32)]
+    before = copy.deepcopy(model.state_dict())
+    adapted = adapt_batchnorm(model, extractor, quiet_tilt)
+    # The original is untouched; the copy's mel statistics are those of the one clip.
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    features = extractor(quiet_tilt, sampling_rate=16000, return_tensors="pt")
+    log_mel, lengths = adapted.encoder.front_end.mel(
+        features["input_values"], features["attention_mask"].sum(-1)
+    )
+    norm = adapted.encoder.front_end.corpus_norm
+    assert torch.allclose(norm.running_mean, log_mel[0, : int(lengths[0])].mean(0), atol=1e-4)
+    assert not adapted.training
+    weights = {k: v for k, v in adapted.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert all(torch.equal(v, before[k]) for k, v in weights.items())
+    # Per speaker: each speaker's clips are predicted with statistics of that speaker's clips.
+    clips = loud + quiet_tilt
+    by_speaker = predict_by_speaker(model, extractor, clips, ["a", "b"], predict_waveforms, 4)
+    alone = [predict_waveforms(adapt_batchnorm(model, extractor, [c]), extractor, [c])[0] for c in clips]
+    for got, expected in zip(by_speaker, alone):
+        assert np.allclose(got.logits, expected.logits, atol=1e-5)
+    plain = predict_waveforms(model, extractor, clips)
+    assert not np.allclose(by_speaker[1].logits, plain[1].logits, atol=1e-3)
+
+
+def test_build_checkpoint_ensemble_from_saved_checkpoints(tmp_path):
+    for step, seed in ((10, 0), (20, 1), (30, 2)):
+        tiny_model(seed).save_pretrained(tmp_path / f"checkpoint-{step}")
+    history = [{"eval_ua": 0.4, "step": 10}, {"eval_ua": 0.9, "step": 20}, {"eval_ua": 0.5, "step": 30}]
+    (tmp_path / "checkpoint-30" / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    ensemble, members = build_checkpoint_ensemble(CNNTransformerForAudioClassification, tmp_path, 2, "best")
+    assert [m["checkpoint"] for m in members] == ["checkpoint-20", "checkpoint-30"]
+    assert members[0]["validation_ua"] == 0.9
+    reference = tiny_model(1)
+    assert torch.equal(ensemble.members[0].classifier.weight, reference.classifier.weight)
+
+
+# ----------------------------------------------------------------------------------------------
+# train.py integration
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> Path:
+    """Audiofolder: 6 speakers (3 female) x 3 emotions x 2 clips of harmonic signals whose pitch
+    and level depend on the emotion."""
+    root = tmp_path_factory.mktemp("small_corpus")
+    rows = []
+    for speaker in range(6):
+        gender = "female" if speaker % 2 else "male"
+        for label_index, emotion in enumerate(("neutral", "angry", "sad")):
+            for take in range(2):
+                seed = 100 * speaker + 10 * label_index + take
+                clip = speech_like(0.5 + 0.1 * take, seed=seed) * (0.5 + label_index)
+                name = f"s{speaker}_{emotion}_{take}.wav"
+                sf.write(root / name, clip, 16000)
+                rows.append(
+                    {"file_name": name, "speaker": f"spk{speaker}", "gender": gender, "emotion": emotion}
+                )
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def train_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--model_type",
+        "emotion_cnn_transformer",
+        "--model_config",
+        json.dumps(TINY_TDNN),
+        "--dataset_name",
+        "audiofolder",
+        "--data_dir",
+        str(corpus),
+        "--speaker_column",
+        "speaker",
+        "--gender_column",
+        "gender",
+        "--num_validation_speakers",
+        "1",
+        "--num_train_epochs",
+        "3",
+        "--per_device_train_batch_size",
+        "8",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_train_with_checkpoint_ensemble_and_speaker_adaptive_batchnorm(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(small_corpus, out, "--save_total_limit", "0")
+    args += [
+        "--ensemble_checkpoints",
+        "2",
+        "--ensemble_selection",
+        "last",
+        "--speaker_adaptive_batchnorm",
+        "true",
+    ]
+    results = train.main(args)
+    ensemble = results["ensemble"]
+    members = [m["checkpoint"] for m in ensemble["members"]]
+    last_step = max(m["step"] for m in ensemble["members"])
+    assert len(members) == 2
+    assert members[1] == f"checkpoint-{last_step}"
+    assert set(ensemble["single_model"]) == {"validation", "test"}
+    assert results["transductive"] is True
+    assert results["transductive_methods"] == ["speaker_adaptive_batchnorm"]
+    # Checkpoints outside the ensemble were deleted, except the best one.
+    kept = sorted(p.name for p in out.glob("checkpoint-*"))
+    state = json.loads((out / members[1] / "trainer_state.json").read_text())
+    assert set(kept) == {*members, Path(state["best_model_checkpoint"]).name}
+    assert ensemble["pruned_checkpoints"] == 3 - len(kept)
+    rows = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text().splitlines()]
+    assert len(rows) == results["num_examples"] == 6
+    # The test predictions are the two members' averaged probabilities, speaker-adapted.
+    extractor = EmotionFeatureExtractor.from_pretrained(out)
+    members = [CNNTransformerForAudioClassification.from_pretrained(out / c) for c in members]
+    clips, speakers = [], []
+    for row in rows:
+        waveform, _ = sf.read(small_corpus / row["utt_id"].split("/")[-1], dtype="float32")
+        clips.append(waveform)
+        speakers.append(row["speaker"])
+    expected = predict_by_speaker(
+        ProbabilityAverage(members), extractor, clips, speakers, predict_waveforms, 8
+    )
+    probabilities = np.array([[r["probabilities"][k] for k in results["labels"]] for r in rows])
+    expected = np.stack([np.exp(p.logits) / np.exp(p.logits).sum() for p in expected])
+    assert np.allclose(probabilities, expected, atol=1e-4)
+
+
+def test_ensemble_options_are_checked(small_corpus, tmp_path):
+    with pytest.raises(ValueError, match="save_total_limit"):
+        train.parse_arguments(train_args(small_corpus, tmp_path, "--ensemble_checkpoints", "3"))
+    with pytest.raises(ValueError, match="at least 4"):
+        train.parse_arguments(
+            train_args(small_corpus, tmp_path, "--ensemble_checkpoints", "3", "--ensemble_selection", "last")
+        )
+    model_args, data_args, _ = train.parse_arguments(
+        train_args(small_corpus, tmp_path, "--ensemble_checkpoints", "3", "--save_total_limit", "0")
+    )
+    assert model_args.ensemble_selection == "best"
+    assert data_args.speaker_adaptive_batchnorm is False
+    with pytest.raises(ValueError, match="ensemble_selection"):
+        train.parse_arguments(train_args(small_corpus, tmp_path, "--ensemble_selection", "median"))
