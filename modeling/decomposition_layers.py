@@ -27,12 +27,51 @@ from .emotion_layers import lengths_to_mask, masked_mean, zero_padded_frames
 # ----------------------------------------------------------------------------------------------
 
 
+def reverse_within_lengths(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse the first `lengths[i]` frames of each clip of `hidden (batch, frames, dim)`; padded
+    frames stay where they are. Applying it twice is the identity."""
+    positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    reversed_positions = lengths.to(hidden.device).unsqueeze(1) - 1 - positions
+    index = torch.where(reversed_positions >= 0, reversed_positions, positions)
+    return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
 def run_lstm(lstm: nn.LSTM, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Run a batch-first LSTM on the first `lengths[i]` frames of each clip; padded outputs are 0."""
-    packed = pack_padded_sequence(hidden, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    outputs, _ = lstm(packed)
-    outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=hidden.shape[1])
-    return outputs
+    """Run a batch-first LSTM on the first `lengths[i]` frames of each clip; padded outputs are 0.
+
+    Gives the outputs of `pack_padded_sequence` → LSTM → `pad_packed_sequence` without packing:
+    the forward direction runs on the padded batch (its valid outputs never see the padding) and
+    the reverse direction on each clip reversed within its own length, one layer at a time. On
+    CPU, autograd through a packed LSTM slices the packed input once per time step and every
+    slice's backward zero-fills a gradient the size of the whole input, which is quadratic in
+    the frames: SpeechSplit's 3 x BiLSTM-512 decoder on 4 clips of 4 s took 112 s per
+    forward + backward packed and 9 s like this (benchmarks/bench_step.py). cuDNN runs packed
+    sequences natively, so CUDA keeps packing.
+    """
+    if lstm.proj_size or not lstm.batch_first:
+        raise ValueError("run_lstm expects a batch-first LSTM without projections.")
+    if hidden.device.type == "cuda":
+        packed = pack_padded_sequence(hidden, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, _ = lstm(packed)
+        return pad_packed_sequence(outputs, batch_first=True, total_length=hidden.shape[1])[0]
+    mask = lengths_to_mask(lengths.to(hidden.device), hidden.shape[1]).unsqueeze(-1)
+    directions = ("", "_reverse") if lstm.bidirectional else ("",)
+    batch = hidden.shape[0]
+    zeros = hidden.new_zeros(1, batch, lstm.hidden_size)
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if lstm.bias else ("weight_ih", "weight_hh")
+    for layer in range(lstm.num_layers):
+        if layer > 0 and lstm.dropout > 0:
+            hidden = F.dropout(hidden, lstm.dropout, lstm.training)
+        outputs = []
+        for suffix in directions:
+            weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+            source = reverse_within_lengths(hidden, lengths) if suffix else hidden
+            output = torch.lstm(
+                source, (zeros, zeros), weights, lstm.bias, 1, 0.0, lstm.training, False, True
+            )[0]
+            outputs.append(reverse_within_lengths(output, lengths) if suffix else output)
+        hidden = (torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]) * mask
+    return hidden
 
 
 def downsample_codes(outputs: torch.Tensor, lengths: torch.Tensor, factor: int) -> torch.Tensor:
