@@ -27,11 +27,15 @@ from .modeling_emotion_ssl import (
 from .modeling_spectrogram_emotion import (
     CNNTransformerForAudioClassification,
     SegmentCRNNForAudioClassification,
+    SpectrogramClassifierOutput,
 )
-from .modeling_speech_decomposition import DecomposedEmotionForAudioClassification, SpeechDecompositionModel
+from .modeling_speech_decomposition import (
+    DecomposedEmotionForAudioClassification,
+    DecomposedEmotionOutput,
+    SpeechDecompositionModel,
+    SpeechDecompositionOutput,
+)
 from .processing_emotion import EmotionProcessor
-
-# [families: imports] each model family adds its imports above this line.
 
 # model_type -> (config class, model class), one entry per family.
 MODEL_CLASSES = {
@@ -44,7 +48,6 @@ MODEL_CLASSES = {
     SegmentCRNNEmotionConfig.model_type: (SegmentCRNNEmotionConfig, SegmentCRNNForAudioClassification),
     SpeechDecompositionConfig.model_type: (SpeechDecompositionConfig, SpeechDecompositionModel),
     DecomposedEmotionConfig.model_type: (DecomposedEmotionConfig, DecomposedEmotionForAudioClassification),
-    # [families: entries] each model family adds its entries above this line.
 }
 
 
@@ -66,6 +69,11 @@ _register()
 __all__ = [
     "MODEL_CLASSES",
     "AudioInputError",
+    "CNNTransformerEmotionConfig",
+    "CNNTransformerForAudioClassification",
+    "DecomposedEmotionConfig",
+    "DecomposedEmotionForAudioClassification",
+    "DecomposedEmotionOutput",
     "EmotionCTCConfig",
     "EmotionCTCForAudioClassification",
     "EmotionCTCOutput",
@@ -74,4 +82,10 @@ __all__ = [
     "EmotionProcessor",
     "EmotionSSLConfig",
     "EmotionSSLForAudioClassification",
+    "SegmentCRNNEmotionConfig",
+    "SegmentCRNNForAudioClassification",
+    "SpectrogramClassifierOutput",
+    "SpeechDecompositionConfig",
+    "SpeechDecompositionModel",
+    "SpeechDecompositionOutput",
 ]
