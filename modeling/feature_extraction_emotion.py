@@ -114,8 +114,9 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
             one-hot pitch input has `pitch_bins + 1` dimensions.
         pitch_stats (`dict`, *optional*): Log-F0 `[mean, std]` keyed by `"male"`, `"female"` and
             `"all"`, computed on training speakers. Used to normalise F0 of speakers whose own
-            statistics are not given (e.g. unseen test speakers). When absent, each clip is
-            normalised by its own voiced frames.
+            statistics are not given (e.g. unseen test speakers); a clip of unknown gender takes
+            the gender whose mean is nearer its median log-F0 (see `resolve_pitch_stats`). When
+            absent, each clip is normalised by its own voiced frames.
     """
 
     model_input_names = ["input_values", "attention_mask"]
@@ -214,15 +215,40 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
         ids[voiced] = np.round(scaled * (self.pitch_bins - 1)).astype(np.int64) + 1
         return ids
 
-    def resolve_pitch_stats(self, gender: Any = None, speaker_stats: Sequence[float] | None = None):
+    def resolve_pitch_stats(
+        self,
+        gender: Any = None,
+        speaker_stats: Sequence[float] | None = None,
+        f0: np.ndarray | None = None,
+    ):
         """Statistics used to normalise a clip's F0: the speaker's own (given), else the training
-        statistics of its gender, else of all training speakers, else None (per-clip)."""
+        statistics of its gender, else of all training speakers, else None (per-clip).
+
+        A clip of unknown gender (e.g. from `pipeline()`, which passes none) whose F0 track `f0`
+        has voiced frames takes the male or female statistics whose mean log-F0 is nearer to the
+        clip's median log-F0: the pooled "all" statistics put typical male speech at the bottom of
+        the pitch range, so a model trained with per-gender statistics would read it as low,
+        flat pitch (sad, bored) whatever the emotion.
+        """
         if speaker_stats is not None:
             return list(speaker_stats)
-        if self.pitch_stats:
-            key = normalize_gender(gender)
-            return self.pitch_stats.get(key) or self.pitch_stats.get("all")
-        return None
+        if not self.pitch_stats:
+            return None
+        key = normalize_gender(gender)
+        if key == "unknown" and f0 is not None:
+            key = self.nearest_gender(f0) or key
+        return self.pitch_stats.get(key) or self.pitch_stats.get("all")
+
+    def nearest_gender(self, f0: np.ndarray) -> str | None:
+        """`"male"` or `"female"`: whose training mean log-F0 is nearer the clip's median voiced
+        log-F0; None without voiced frames or without both genders' statistics."""
+        f0 = np.asarray(f0, dtype=np.float64)
+        voiced = f0[f0 > 0]
+        stats = self.pitch_stats or {}
+        if voiced.size == 0 or not (stats.get("male") and stats.get("female")):
+            return None
+        median = float(np.median(np.log(voiced)))
+        return min(("male", "female"), key=lambda name: abs(median - float(stats[name][0])))
 
     # ------------------------------------------------------------------------------------------
     # Main entry
@@ -332,7 +358,8 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
         for row, clip in enumerate(clips):
             track = f0[row] if f0 is not None else self.extract_f0(clip, genders[row])
             track = np.asarray(track, dtype=np.float32)[: self.num_frames(len(clip))]
-            stats = self.resolve_pitch_stats(genders[row], f0_stats[row] if f0_stats is not None else None)
+            speaker_stats = f0_stats[row] if f0_stats is not None else None
+            stats = self.resolve_pitch_stats(genders[row], speaker_stats, track)
             ids = self.quantize_f0(track, stats)
             out[row, : len(ids)] = ids
         return out

@@ -460,3 +460,23 @@ def test_freeze_feature_encoder():
     assert model.classifier.dense.weight.grad is not None
     assert model.backbone.encoder.layers[0].attention.q_proj.weight.grad is not None
     assert model.decomposition.content_encoder.convolutions[0].conv.weight.grad is not None
+
+
+def test_clip_of_unknown_gender_takes_the_nearer_gender_pitch_statistics():
+    male, female = [float(np.log(110.0)), 0.2], [float(np.log(220.0)), 0.2]
+    extractor = EmotionFeatureExtractor(
+        compute_pitch=True, pitch_stats={"male": male, "female": female, "all": [float(np.log(160.0)), 0.4]}
+    )
+    low, high = np.full(50, 105.0), np.full(50, 230.0)
+    assert extractor.resolve_pitch_stats(None, f0=low) == male
+    assert extractor.resolve_pitch_stats("unknown", f0=high) == female
+    assert extractor.resolve_pitch_stats("female", f0=low) == female  # a given gender wins
+    assert extractor.resolve_pitch_stats(None, f0=np.zeros(50))[0] == pytest.approx(np.log(160.0))
+    assert extractor.resolve_pitch_stats(None, speaker_stats=[1.0, 2.0], f0=low) == [1.0, 2.0]
+    # Through __call__: a low voice without gender is quantised like a male voice.
+    ids = {
+        gender: extractor([np.zeros(16000, dtype=np.float32)], f0=[low], gender=gender)["pitch_ids"]
+        for gender in (None, "male", "female")
+    }
+    np.testing.assert_array_equal(ids[None], ids["male"])
+    assert not np.array_equal(ids[None], ids["female"])
