@@ -23,7 +23,7 @@ test: lint
 demo: setup
 	$(PY) scripts/make_demo_corpus.py --output_dir data/demo --num_speakers 12 --sentences_per_speaker 10
 	ACCELERATE_USE_CPU=$${ACCELERATE_USE_CPU:-1} $(VENV)/bin/accelerate launch --num_processes 1 \
-		scripts/train.py configs/demo.json
+		scripts/train.py configs/demo.json --overwrite_output_dir
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -7,7 +7,7 @@ save a model directory that loads with `trust_remote_code=True`.
 
 The recipe JSON holds model, data and `TrainingArguments` fields; command-line options override it.
 Results: `results.json` (test metrics at the top level, validation metrics under `validation`),
-`predictions_test.jsonl`, `confusion_test.png`, `skipped.jsonl` and the model files, all in
+`predictions_test.jsonl`, `predictions_validation.jsonl`, `confusion_test.png`, `skipped.jsonl` and the model files, all in
 `output_dir`.
 """
 
@@ -17,6 +17,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import shutil
 import sys
 import time
 from collections import Counter
@@ -120,6 +121,13 @@ class ModelArguments:
         default="none", metadata={"help": "'balanced' weights the emotion loss by inverse class frequency."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "For model_name_or_path from the Hub."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh: delete output_dir's checkpoint-* directories and results.json first "
+            "instead of resuming from the last checkpoint (the default when output_dir has one)."
+        },
+    )
     ensemble_checkpoints: int = field(
         default=1,
         metadata={
@@ -286,7 +294,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     known = {
         f.name for dc in (ModelArguments, DataArguments, TrainingArguments) for f in dataclasses.fields(dc)
     }
-    recipe = {k: v for k, v in recipe.items() if not k.startswith("_")}  # "_comment" keys
+    # "_comment" keys, and the "cross_validation" block that scripts/cross_validate.py reads
+    recipe = {k: v for k, v in recipe.items() if not k.startswith("_") and k != "cross_validation"}
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise ValueError(f"unknown recipe keys {unknown}; see `python scripts/train.py --help`.")
@@ -690,6 +699,50 @@ def build_trainer(model_args, data_args, training_args, model, data, extractor, 
     return trainer
 
 
+def clear_output_dir(output_dir: Path, training_args: TrainingArguments) -> None:
+    """`--overwrite_output_dir`: remove what would make the run resume or look finished (the
+    checkpoints and results.json), nothing else, once (by the main process)."""
+    with training_args.main_process_first(desc="clearing output_dir"):
+        if training_args.process_index != 0 or not output_dir.is_dir():
+            return
+        for checkpoint in output_dir.glob("checkpoint-*"):
+            if checkpoint.is_dir():
+                shutil.rmtree(checkpoint)
+        (output_dir / "results.json").unlink(missing_ok=True)
+
+
+# Config fields that differ between two runs of the same model without changing its weights.
+_VOLATILE_CONFIG_KEYS = {
+    "transformers_version",
+    "_name_or_path",
+    "dtype",
+    "torch_dtype",
+    "architectures",
+    "auto_map",
+}
+
+
+def check_resumable(checkpoint: str, model: torch.nn.Module) -> None:
+    """Refuse to resume from a checkpoint of another model configuration (an earlier recipe in the
+    same output_dir): its weights would not load, or would load into a different model."""
+    saved_path = Path(checkpoint) / "config.json"
+    if not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text())
+    current = json.loads(model.config.to_json_string())
+    differing = sorted(
+        key
+        for key in set(saved) | set(current)
+        if key not in _VOLATILE_CONFIG_KEYS and saved.get(key) != current.get(key)
+    )
+    if differing:
+        raise DataConfigError(
+            f"{checkpoint} was saved by a run with another model configuration (differs in: "
+            f"{', '.join(differing[:12])}{', ...' if len(differing) > 12 else ''}), so this run cannot resume "
+            "from it. Use another --output_dir, or --overwrite_output_dir to delete its checkpoints and start afresh."
+        )
+
+
 def run_training(trainer: Trainer, training_args: TrainingArguments) -> dict[str, Any]:
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint == "last" or (checkpoint is None and Path(training_args.output_dir).is_dir()):
@@ -701,6 +754,8 @@ def run_training(trainer: Trainer, training_args: TrainingArguments) -> dict[str
         checkpoint = last
         if last:
             logger.info("Resuming from %s", last)
+    if checkpoint:
+        check_resumable(checkpoint, trainer.model)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     return dict(result.metrics)
 
@@ -796,13 +851,16 @@ def save_outputs(
     if is_decomposition(model_args):
         validation = evaluate_reconstruction(model, trainer.data_collator, data.validation, batch)
         test, rows = evaluate_reconstruction(model, trainer.data_collator, data.test, batch), []
+        validation_rows = []
     else:
         adapt = data_args.speaker_adaptive_batchnorm
-        validation, _ = evaluate_split(model, extractor, processor, data.validation, data, batch, adapt)
+        validation, validation_rows = evaluate_split(
+            model, extractor, processor, data.validation, data, batch, adapt
+        )
         test, rows = evaluate_split(model, extractor, processor, data.test, data, batch, adapt)
         if model_args.ensemble_checkpoints > 1:
             single = {
-                name: {k: split[k] for k in ("wa", "ua", "macro_f1")}
+                name: {k: split[k] for k in ("wa", "ua", "macro_f1", "confusion_matrix") if k in split}
                 for name, split in (("validation", validation), ("test", test))
             }
             averaged, members = build_checkpoint_ensemble(
@@ -814,7 +872,7 @@ def save_outputs(
                 training_args.greater_is_better,
                 trainer.state.log_history,
             )
-            validation, _ = evaluate_split(
+            validation, validation_rows = evaluate_split(
                 averaged, extractor, processor, data.validation, data, batch, adapt
             )
             test, rows = evaluate_split(averaged, extractor, processor, data.test, data, batch, adapt)
@@ -829,6 +887,7 @@ def save_outputs(
             keep.append(str(get_last_checkpoint(str(output_dir)) or ""))
             ensemble["pruned_checkpoints"] = len(prune_checkpoints(output_dir, keep))
     write_jsonl_atomic(output_dir / "predictions_test.jsonl", rows)
+    write_jsonl_atomic(output_dir / "predictions_validation.jsonl", validation_rows)
     write_jsonl_atomic(output_dir / "skipped.jsonl", data.skipped)
     if test.get("confusion_matrix"):
         title = f"{model_args.model_type} test" + (f" (fold {data.fold.index})" if data.fold else "")
@@ -897,6 +956,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup_logging(training_args)
     set_seed(training_args.seed)
     started = time.time()
+    if model_args.overwrite_output_dir:
+        clear_output_dir(Path(training_args.output_dir), training_args)
     config = build_config(model_args)
     _, model_class = MODEL_CLASSES[model_args.model_type]
     uses_ctc = "ctc_labels" in inspect.signature(model_class.forward).parameters

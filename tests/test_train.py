@@ -180,6 +180,24 @@ def test_train_main_spectrogram_families(corpus, tmp_path, model_type):
     assert json.loads((tmp_path / "config.json").read_text())["focal_gamma"] == 2.0
 
 
+def test_rerun_with_another_model_config_refuses_to_resume_unless_overwriting(corpus, tmp_path):
+    tiny = TINY_SPECTROGRAM["emotion_cnn_transformer"]
+    args = without_option(
+        demo_args(corpus, tmp_path, "--model_type", "emotion_cnn_transformer"), "--backbone_config"
+    )
+    train.main([*args, "--model_config", json.dumps(tiny)])
+    assert list(tmp_path.glob("checkpoint-*"))
+    changed = [*args, "--model_config", json.dumps({**tiny, "hidden_size": 24})]
+    with pytest.raises(ser_data.DataConfigError, match=r"another model configuration.*hidden_size"):
+        train.main(changed)
+    results = train.main([*changed, "--overwrite_output_dir"])
+    assert results == check_results(tmp_path)
+    for checkpoint in tmp_path.glob("checkpoint-*"):
+        assert json.loads((checkpoint / "config.json").read_text())["hidden_size"] == 24
+    # The same configuration again resumes from the finished run's last checkpoint.
+    assert train.main([*changed])["ua"] == results["ua"]
+
+
 def test_train_main_decomposition_stage1_then_stage2(corpus, tmp_path):
     stage1 = tmp_path / "stage1"
     tiny = json.dumps(TINY_DECOMPOSITION)
