@@ -9,14 +9,28 @@ skipped, and an interrupted fold resumes from its last checkpoint, so re-running
 continues where it stopped. Writes to `output_dir`: `cv_results.json` (`pooled`: WA/UA/macro-F1
 over all test utterances; `folds`: one entry per fold with its test speakers and metrics;
 `mean`/`std` over folds), `cv_results.md` (Markdown table) and `confusion_pooled.png`.
+
+Options of this script (not train.py's), on the command line or in the recipe's
+`"cross_validation"` block (the command line wins):
+- `--folds 0,3,7`: run only these folds (pooled over them).
+- `--parallel_folds N`: train N folds at a time, each in its own `train.py` process with
+  `--threads_per_fold` intra-op threads (default: the CPU count divided by N, at least 1); each
+  process logs to `fold_<k>/train.log`. On a 2-core CPU, `--parallel_folds 2` runs two folds with
+  one thread each, faster than one fold with two threads for small models.
+- `--seeds 0,1` (recipe: `"seeds": [0, 1]`): a seed ensemble. Each fold trains once per seed in
+  `fold_<k>/seed_<s>` and the fold's predictions average the seeds' emotion probabilities
+  (validation and test); nothing is selected on test data.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +44,7 @@ from ser_metrics import (
     format_table,
     save_confusion_png,
     write_json_atomic,
+    write_jsonl_atomic,
     write_text_atomic,
 )
 
@@ -48,19 +63,134 @@ def _option(argv: list[str], name: str) -> str | None:
     return value
 
 
-def _fold_argv(argv: list[str], fold: int, fold_dir: Path) -> list[str]:
+def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """`argv` without `--name value` and `--name=value` for each of `names` (argv[0] may be a recipe)."""
     stripped, skip = [], False
     for i, arg in enumerate(argv):
         if skip:
             skip = False
             continue
-        if arg in ("--fold", "--output_dir") and i + 1 < len(argv):
-            skip = True
-            continue
-        if arg.startswith(("--fold=", "--output_dir=")):
-            continue
+        if i > 0 or not arg.endswith(".json"):
+            if arg in {f"--{n}" for n in names} and i + 1 < len(argv):
+                skip = True
+                continue
+            if arg.startswith(tuple(f"--{n}=" for n in names)):
+                continue
         stripped.append(arg)
-    return [*stripped, "--fold", str(fold), "--output_dir", str(fold_dir)]
+    return stripped
+
+
+def _fold_argv(argv: list[str], fold: int, fold_dir: Path, seed: int | None = None) -> list[str]:
+    names = ("fold", "output_dir") if seed is None else ("fold", "output_dir", "seed")
+    extra = [] if seed is None else ["--seed", str(seed)]
+    return [*_strip_options(argv, names), "--fold", str(fold), "--output_dir", str(fold_dir), *extra]
+
+
+CV_OPTIONS = ("folds", "parallel_folds", "threads_per_fold", "seeds")
+
+
+def cv_options(argv: list[str]) -> dict[str, Any]:
+    """This script's options: the recipe's `"cross_validation"` block, updated by the command line."""
+    options: dict[str, Any] = {}
+    if argv and argv[0].endswith(".json") and Path(argv[0]).exists():
+        block = json.loads(Path(argv[0]).read_text()).get("cross_validation") or {}
+        unknown = sorted(set(block) - set(CV_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown cross_validation keys {unknown}; expected some of {CV_OPTIONS}")
+        options.update(block)
+    for name in CV_OPTIONS:
+        value = _option(argv, name)
+        if value is not None:
+            options[name] = value
+
+    def int_list(value: Any) -> list[int] | None:
+        if value is None or value == "" or value == []:
+            return None
+        return [int(v) for v in (value.split(",") if isinstance(value, str) else value)]
+
+    parallel = int(options.get("parallel_folds") or 1)
+    threads = options.get("threads_per_fold")
+    threads = int(threads) if threads else max(1, (os.cpu_count() or 1) // parallel)
+    if parallel < 1 or threads < 1:
+        raise ValueError("parallel_folds and threads_per_fold must be >= 1")
+    return {
+        "folds": int_list(options.get("folds")),
+        "parallel_folds": parallel,
+        "threads_per_fold": threads,
+        "seeds": int_list(options.get("seeds")),
+    }
+
+
+def _run_subprocess(argv: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
+    """`train.py argv` in a fresh process limited to `threads` intra-op threads; its output goes
+    to `run_dir/train.log`. Returns its results.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    command = [sys.executable, str(Path(__file__).resolve().parent / "train.py"), *argv]
+    with open(run_dir / "train.log", "a") as log:
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"train.py failed (exit {completed.returncode}); see {run_dir / 'train.log'}")
+    result = _finished_fold(run_dir / "results.json")
+    if result is None:
+        raise RuntimeError(f"train.py wrote no results.json in {run_dir}")
+    return result
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def average_seed_predictions(member_dirs: list[Path], split: str, labels: list[str]):
+    """Rows whose probabilities are the mean over the members' `predictions_<split>.jsonl`, and
+    their metrics. Members must hold the same utterances."""
+    members = [{r["utt_id"]: r for r in _read_jsonl(d / f"predictions_{split}.jsonl")} for d in member_dirs]
+    rows = []
+    for utt, first in members[0].items():
+        if any(utt not in m for m in members[1:]):
+            raise ValueError(f"seed runs disagree on the {split} utterances ({utt})")
+        probs = np.mean([[m[utt]["probabilities"][name] for name in labels] for m in members], axis=0)
+        rows.append(
+            {
+                **{k: v for k, v in first.items() if k not in ("prediction", "probabilities")},
+                "prediction": labels[int(probs.argmax())],
+                "probabilities": {name: round(float(p), 6) for name, p in zip(labels, probs)},
+            }
+        )
+    metrics = classification_metrics(
+        [labels.index(r["label"]) for r in rows], [labels.index(r["prediction"]) for r in rows], labels
+    )
+    return rows, metrics
+
+
+def combine_seeds(fold_dir: Path, seed_results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The fold's results from its seed runs: averaged probabilities, written to the fold's
+    `predictions_{validation,test}.jsonl` and `results.json`."""
+    seeds = sorted(seed_results)
+    first = seed_results[seeds[0]]
+    labels = first["labels"]
+    member_dirs = [fold_dir / f"seed_{s}" for s in seeds]
+    test_rows, test = average_seed_predictions(member_dirs, "test", labels)
+    validation_rows, validation = average_seed_predictions(member_dirs, "validation", labels)
+    write_jsonl_atomic(fold_dir / "predictions_test.jsonl", test_rows)
+    write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", validation_rows)
+    result = {
+        **{k: v for k, v in first.items() if k not in ("validation", "train", "ensemble")},
+        **test,
+        "validation": validation,
+        "seed_ensemble": {
+            "seeds": seeds,
+            "members": {
+                str(s): {
+                    "test": {k: r[k] for k in ("wa", "ua", "macro_f1")},
+                    "validation": {k: r["validation"][k] for k in ("wa", "ua", "macro_f1")},
+                }
+                for s, r in seed_results.items()
+            },
+        },
+    }
+    write_json_atomic(fold_dir / "results.json", result)
+    return result
 
 
 def _finished_fold(path: Path) -> dict[str, Any] | None:
@@ -149,21 +279,64 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if output_dir is None:
         raise ValueError("output_dir is required (in the recipe or as --output_dir).")
     output_dir = Path(output_dir)
-    only = _option(argv, "folds")  # ours, not train.py's: strip it before train.py parses argv
-    argv = [a for i, a in enumerate(argv) if a != "--folds" and (i == 0 or argv[i - 1] != "--folds")]
-    argv = [a for a in argv if not a.startswith("--folds=")]
+    options = cv_options(argv)  # ours, not train.py's: stripped before train.py parses argv
+    argv = _strip_options(argv, CV_OPTIONS)
+    parallel, threads, seeds = options["parallel_folds"], options["threads_per_fold"], options["seeds"]
+    if parallel > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "parallel_folds > 1 runs folds in separate processes; do not combine it with accelerate launch"
+        )
     total, protocol = train.count_folds(argv)
-    folds = [int(f) for f in only.split(",")] if only else list(range(total))
-    logger.info("%s: %d folds -> %s", protocol, total, output_dir)
+    folds = options["folds"] if options["folds"] is not None else list(range(total))
+    logger.info(
+        "%s: %d folds -> %s (%d at a time, %d thread(s) each%s)",
+        protocol,
+        total,
+        output_dir,
+        parallel,
+        threads,
+        f", seeds {seeds}" if seeds else "",
+    )
+    finished = {fold: _finished_fold(output_dir / f"fold_{fold}" / "results.json") for fold in folds}
+    jobs = [(f, s) for f in folds if finished[f] is None for s in (seeds or [None])]
+
+    def run_job(job: tuple[int, int | None]) -> dict[str, Any]:
+        fold, seed = job
+        run_dir = output_dir / f"fold_{fold}" / ("" if seed is None else f"seed_{seed}")
+        result = _finished_fold(run_dir / "results.json")
+        if result is not None:
+            logger.info("fold %d%s already finished, skipping", fold, "" if seed is None else f" seed {seed}")
+            return result
+        logger.info("fold %d/%d%s", fold + 1, total, "" if seed is None else f" seed {seed}")
+        fold_argv = _fold_argv(argv, fold, run_dir, seed)
+        if parallel == 1:
+            return train.main(fold_argv)
+        result = _run_subprocess(fold_argv, run_dir, threads)
+        logger.info(
+            "fold %d%s done: UA %.3f",
+            fold,
+            "" if seed is None else f" seed {seed}",
+            result.get("ua", float("nan")),
+        )
+        return result
+
+    if parallel == 1:
+        outcomes = [run_job(job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            outcomes = list(pool.map(run_job, jobs))
+    by_job = dict(zip(jobs, outcomes))
     results = []
     for fold in folds:
         fold_dir = output_dir / f"fold_{fold}"
-        result = _finished_fold(fold_dir / "results.json")
+        result = finished[fold]
         if result is not None:
             logger.info("fold %d already finished, skipping", fold)
+        elif seeds:
+            members = {s: by_job[(fold, s)] for s in seeds}
+            result = combine_seeds(fold_dir, members) if all(members.values()) else {}
         else:
-            logger.info("fold %d/%d", fold + 1, total)
-            result = train.main(_fold_argv(argv, fold, fold_dir))
+            result = by_job[(fold, None)]
         if result:  # empty on non-main processes under DDP
             result["_dir"] = str(fold_dir)
             results.append(result)
@@ -172,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = pool_results(output_dir, results)
     summary["wall_time_s"] = round(time.time() - started, 1)
     summary["folds_run"] = folds
+    summary["parallel_folds"] = parallel
+    summary["threads_per_fold"] = threads if parallel > 1 else None
+    if seeds:
+        summary["seeds"] = seeds
     write_json_atomic(output_dir / "cv_results.json", summary)
     save_confusion_png(
         summary["pooled"]["confusion_matrix"],

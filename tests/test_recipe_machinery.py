@@ -266,3 +266,93 @@ def test_ensemble_options_are_checked(small_corpus, tmp_path):
     assert data_args.speaker_adaptive_batchnorm is False
     with pytest.raises(ValueError, match="ensemble_selection"):
         train.parse_arguments(train_args(small_corpus, tmp_path, "--ensemble_selection", "median"))
+
+
+# ----------------------------------------------------------------------------------------------
+# cross_validate.py: folds in parallel processes, seed ensembles
+# ----------------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_cross_validate_options_from_recipe_and_command_line(tmp_path):
+    import cross_validate
+
+    recipe = tmp_path / "r.json"
+    recipe.write_text(
+        json.dumps({"output_dir": "x", "cross_validation": {"seeds": [0, 1], "parallel_folds": 2}})
+    )
+    options = cross_validate.cv_options([str(recipe), "--parallel_folds", "3", "--folds=1,2"])
+    assert options["seeds"] == [0, 1]
+    assert options["parallel_folds"] == 3  # the command line wins
+    assert options["folds"] == [1, 2]
+    assert options["threads_per_fold"] >= 1
+    assert cross_validate.cv_options([str(recipe), "--threads_per_fold", "1"])["threads_per_fold"] == 1
+    assert cross_validate.cv_options(["--seeds", "4"])["seeds"] == [4]
+    recipe.write_text(json.dumps({"cross_validation": {"seed": [0]}}))
+    with pytest.raises(ValueError, match="unknown cross_validation keys"):
+        cross_validate.cv_options([str(recipe)])
+    # train.py ignores the block; cross_validate's own options never reach train.py.
+    argv = [str(recipe), "--seeds", "0,1", "--parallel_folds=2", "--learning_rate", "1e-3"]
+    assert cross_validate._strip_options(argv, cross_validate.CV_OPTIONS) == [
+        str(recipe),
+        "--learning_rate",
+        "1e-3",
+    ]
+    fold_argv = cross_validate._fold_argv(["--seed", "9", "--fold", "3"], 1, tmp_path / "f", seed=2)
+    assert fold_argv == ["--fold", "1", "--output_dir", str(tmp_path / "f"), "--seed", "2"]
+
+
+@pytest.mark.slow
+def test_cross_validate_parallel_folds_match_in_process_folds(small_corpus, tmp_path):
+    import cross_validate
+
+    common = train_args(small_corpus, tmp_path, "--num_train_epochs", "1", "--folds", "0,1")
+    sequential = cross_validate.main([*common, "--output_dir", str(tmp_path / "seq")])
+    parallel = cross_validate.main(
+        [*common, "--output_dir", str(tmp_path / "par"), "--parallel_folds", "2", "--threads_per_fold", "1"]
+    )
+    assert parallel["parallel_folds"] == 2
+    assert [f["fold"] for f in parallel["folds"]] == [0, 1]
+    assert parallel["pooled"] == sequential["pooled"]
+    for fold in (0, 1):
+        assert (tmp_path / "par" / f"fold_{fold}" / "train.log").exists()
+        rows = [read_jsonl(tmp_path / d / f"fold_{fold}" / "predictions_test.jsonl") for d in ("seq", "par")]
+        assert rows[0] == rows[1]  # one thread in and out of process: the same numbers
+
+
+@pytest.mark.slow
+def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_path, monkeypatch):
+    import cross_validate
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"output_dir": str(tmp_path / "cv"), "cross_validation": {"seeds": [0, 1]}}))
+    argv = [
+        str(recipe),
+        *train_args(small_corpus, tmp_path / "cv", "--num_train_epochs", "1", "--folds", "0"),
+    ]
+    argv += ["--parallel_folds", "2", "--threads_per_fold", "1"]
+    summary = cross_validate.main(argv)
+    assert summary["seeds"] == [0, 1]
+    fold = tmp_path / "cv" / "fold_0"
+    members = [read_jsonl(fold / f"seed_{s}" / "predictions_test.jsonl") for s in (0, 1)]
+    rows = read_jsonl(fold / "predictions_test.jsonl")
+    labels = summary["labels"]
+    assert len(rows) == len(members[0]) == summary["pooled"]["num_examples"]
+    runs = [json.loads((fold / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert runs[0]["protocol"] == runs[1]["protocol"]  # the same speakers, different seeds
+    first = [[r["probabilities"][k] for k in labels] for r in members[0]]
+    second = [[r["probabilities"][k] for k in labels] for r in members[1]]
+    assert not np.allclose(first, second)
+    expected = (np.array(first) + np.array(second)) / 2
+    got = np.array([[r["probabilities"][k] for k in labels] for r in rows])
+    assert np.allclose(got, expected, atol=1e-5)
+    assert [r["prediction"] for r in rows] == [labels[i] for i in expected.argmax(1)]
+    results = json.loads((fold / "results.json").read_text())
+    assert sorted(results["seed_ensemble"]["members"]) == ["0", "1"]
+    assert len(read_jsonl(fold / "predictions_validation.jsonl")) == results["validation"]["num_examples"]
+    # A rerun trains nothing and pools the same predictions.
+    monkeypatch.setattr(cross_validate, "_run_subprocess", lambda *a: pytest.fail("retrained"))
+    assert cross_validate.main(argv)["pooled"] == summary["pooled"]
