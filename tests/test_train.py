@@ -295,6 +295,7 @@ RECIPE_FIXTURES = {
     "iemocap_ssl.json": ("iemocap", {"backbone_name_or_path": "wav2vec2"}),
     "casia_hubert.json": ("casia", {"backbone_name_or_path": "hubert"}),
     "ravdess.json": ("ravdess", {"backbone_name_or_path": "wavlm"}),
+    "emodb.json": ("emodb", {}),
 }
 
 
