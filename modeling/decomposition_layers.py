@@ -85,7 +85,7 @@ def downsample_codes(outputs: torch.Tensor, lengths: torch.Tensor, factor: int) 
     """
     batch, frames, width = outputs.shape
     units = width // 2
-    num_codes = math.ceil(frames / factor)
+    num_codes = (frames + factor - 1) // factor  # not math.ceil: keeps the traced length symbolic
     starts = torch.arange(num_codes, device=outputs.device) * factor
     last = (lengths - 1).clamp(min=0).unsqueeze(1)
     forward_at = torch.minimum((starts + factor - 1).unsqueeze(0), last)

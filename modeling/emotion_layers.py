@@ -13,11 +13,11 @@ from torch.nn import functional as F
 from transformers.audio_utils import mel_filter_bank
 
 
-
 def is_exporting() -> bool:
     """True while a graph is being recorded for export (`torch.export`, the ONNX exporters or
     TorchScript tracing): shortcuts that read tensor values must then be skipped."""
     return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
 
 def add_auto_model_entries(config, model: nn.Module) -> None:
     """Point both `AutoModel` and `AutoModelForAudioClassification` of the saved config's
@@ -133,9 +133,10 @@ class LogMelSpectrogram(nn.Module):
             window=window,
             center=True,
             pad_mode="constant",
-            return_complex=True,
+            return_complex=not torch.jit.is_tracing(),
         )
-        magnitude = spec.abs()
+        # The TorchScript ONNX exporter has no complex tensors: it gets (real, imaginary) pairs.
+        magnitude = spec.abs() if spec.is_complex() else spec.pow(2).sum(-1).sqrt()
         if self.power != 1.0:
             magnitude = magnitude.pow(self.power)
         mel = torch.matmul(magnitude.transpose(1, 2), self._filter_bank(waveform.device))

@@ -22,23 +22,22 @@ Exportability per family (torch 2.11, onnxruntime 1.32; `--exporter auto` picks 
 
     emotion_ssl            TorchScript exporter (fast, exact); the dynamo exporter works too, slowly
     emotion_ssl_ctc        TorchScript exporter; also exports ctc_logits
-    emotion_cnn_transformer  dynamo exporter (the TorchScript exporter cannot export the complex
-                           output of torch.stft, and freezes nn.MultiheadAttention's reshapes)
+    emotion_cnn_transformer  dynamo exporter (the TorchScript exporter freezes
+                           nn.MultiheadAttention's reshapes to the example's length)
+    emotion_decomposed,    TorchScript exporter: every code encoder and the decoder are BiLSTMs,
+    speech_decomposition   which only the TorchScript exporter keeps dynamic in time (torch.export
+                           unrolls LSTMs over the example's length, and stops at the pitch_ids range
+                           check). Under tracing the log-mel takes torch.stft's real (re, im) output,
+                           as that exporter has no complex tensors, and the code downsampling keeps
+                           the number of codes symbolic. F0 extraction (pyworld) stays outside the
+                           graph: it is the feature extractor's job (`pitch_ids` is an input).
+                           Random time-resampling is training-only and not part of the eval graph.
     emotion_segment_crnn   not exportable: the number of segments is read from the data
                            (`int(counts.max())`) and valid segments are picked by boolean masks
                            (data-dependent shapes); the BiLSTM runs on packed sequences. torch.export
                            (dynamo) refuses data-dependent shapes and unrolls LSTMs over the
                            example's length; the TorchScript exporter, which keeps LSTMs dynamic,
-                           rejects the complex torch.stft of the log-mel and would freeze the
-                           segment count.
-    emotion_decomposed,    not exportable: the BiLSTMs (every code encoder and the decoder) need the
-    speech_decomposition   TorchScript exporter (torch.export unrolls LSTMs over the example's
-                           length, and stops at the pitch_ids range check), which rejects the
-                           complex torch.stft of the log-mel and freezes `math.ceil(frames /
-                           factor)` of the code downsampling to the example's length. F0
-                           extraction (pyworld) stays outside the graph in any case: it is the
-                           feature extractor's job. Random time-resampling is training-only and not
-                           part of the eval graph.
+                           would freeze the segment count to the example's.
 
 A refused family exits with status 2 and the reason; `--force` tries anyway (for a model whose
 code has been changed to avoid those constructs), and the parity check decides.
@@ -77,18 +76,6 @@ class ExportPlan:
     reason: str | None = None
 
 
-STFT = (
-    "the TorchScript exporter rejects the complex output of torch.stft in the log-mel front-end "
-    "('STFT does not currently support complex types')"
-)
-LSTM = (
-    "its BiLSTMs need the TorchScript exporter (torch.export, behind the dynamo exporter, unrolls "
-    "LSTMs over the example's length, so the time axis cannot stay dynamic), but "
-)
-DECOMPOSITION = (
-    LSTM + STFT + " and freezes math.ceil(frames / factor) of the code downsampling to the example's "
-    "length (torch.export also stops at the pitch_ids range check)."
-)
 EXPORT_PLANS = {
     "emotion_ssl": ExportPlan("legacy"),
     "emotion_ssl_ctc": ExportPlan("legacy"),
@@ -97,11 +84,11 @@ EXPORT_PLANS = {
         "legacy",
         "the number of segments is read from the data (int(counts.max())) and valid segments are "
         "selected with boolean masks (data-dependent shapes, which torch.export refuses); its BiLSTM "
-        "runs on packed sequences, which only the TorchScript exporter keeps dynamic, but " + STFT + " and "
-        "would freeze the segment count.",
+        "runs on packed sequences, which only the TorchScript exporter keeps dynamic, but that exporter "
+        "would freeze the segment count to the example's.",
     ),
-    "emotion_decomposed": ExportPlan("legacy", DECOMPOSITION),
-    "speech_decomposition": ExportPlan("legacy", DECOMPOSITION),
+    "emotion_decomposed": ExportPlan("legacy"),
+    "speech_decomposition": ExportPlan("legacy"),
 }
 DEFAULT_OPSET = {"legacy": 17, "dynamo": 18}
 EXPORT_SECONDS = (1.3, 0.8)  # the traced example: two clips, one padded
