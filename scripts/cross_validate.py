@@ -245,27 +245,93 @@ def pool_results(output_dir: Path, fold_results: list[dict[str, Any]]) -> dict[s
     }
 
 
+def metrics_from_confusion(matrix: np.ndarray) -> dict[str, float]:
+    """WA, UA and macro-F1 of a confusion matrix (rows: true labels, columns: predictions)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    support, predicted, correct = matrix.sum(1), matrix.sum(0), np.diag(matrix)
+    present = support > 0
+    recall = np.divide(correct, support, out=np.zeros_like(correct), where=present)
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(correct), where=denominator > 0)
+    return {
+        "wa": float(correct.sum() / matrix.sum()),
+        "ua": float(recall[present].mean()),
+        "macro_f1": float(f1[present].mean()),
+        "num_examples": int(matrix.sum()),
+    }
+
+
+def ensemble_components(fold_results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Pooled metrics of the parts of the folds' ensembles, from the files the runs wrote: each
+    seed alone (`seed_<s>`, with its checkpoint ensemble if any) and, where a checkpoint ensemble
+    was used, the run's best-validation checkpoint alone (`[seed_<s> ]single_checkpoint`).
+    Empty when no ensemble was used."""
+    labels = fold_results[0]["labels"]
+    size = len(labels)
+    totals: dict[str, np.ndarray] = {}
+
+    def add(name: str, matrix: Any) -> None:
+        totals[name] = totals.get(name, np.zeros((size, size))) + np.asarray(matrix)
+
+    for result in fold_results:
+        fold_dir = Path(result["_dir"])
+        runs = {"": result}
+        if "seed_ensemble" in result:
+            runs = {
+                f"seed_{seed}": json.loads((fold_dir / f"seed_{seed}" / "results.json").read_text())
+                for seed in result["seed_ensemble"]["seeds"]
+            }
+        for name, run in runs.items():
+            if name:
+                add(name, run["confusion_matrix"])
+            single = (run.get("ensemble") or {}).get("single_model", {}).get("test", {})
+            if "confusion_matrix" in single:
+                add(f"{name} single_checkpoint".strip(), single["confusion_matrix"])
+    return {name: metrics_from_confusion(matrix) for name, matrix in sorted(totals.items())}
+
+
 def write_report(output_dir: Path, summary: dict[str, Any]) -> None:
     independence = "speaker-independent" if summary["speaker_independent"] else "SPEAKER-DEPENDENT"
     if summary["transductive"]:
         independence += ", transductive (test speakers' unlabelled audio used for normalisation)"
-    rows = [{**f, "test_speakers": ",".join(map(str, f["test_speakers"]))} for f in summary["folds"]]
+    rows = [
+        {
+            **f,
+            "test_speakers": ",".join(map(str, f["test_speakers"])),
+            "validation_speakers": ",".join(map(str, f["validation_speakers"])),
+        }
+        for f in summary["folds"]
+    ]
     pooled_row = {"fold": "pooled", **{k: summary["pooled"][k] for k in ("wa", "ua", "macro_f1")}}
     mean_row = {
         "fold": "mean ± std",
         **{k: f"{100 * summary['mean'][k]:.1f} ± {100 * summary['std'][k]:.1f}" for k in summary["mean"]},
     }
-    columns = ["fold", "test_speakers", "num_test", "wa", "ua", "macro_f1"]
+    columns = ["fold", "test_speakers", "validation_speakers", "num_test", "wa", "ua", "macro_f1"]
     columns += [k for k in ("wer", "cer") if k in summary["mean"]]
     text = [
         f"# Cross-validation: {summary['model_type']}, protocol {summary['protocol']} ({independence})",
         "",
         f"Metrics in %. Pooled over all {summary['pooled']['num_examples']} test utterances; "
-        f"wall time {summary.get('wall_time_s', 0) / 60:.1f} min.",
+        f"wall time {summary.get('wall_time_s', 0) / 60:.1f} min"
+        f" ({summary.get('parallel_folds', 1)} fold(s) at a time"
+        + (f", {summary['threads_per_fold']} thread(s) each" if summary.get("threads_per_fold") else "")
+        + (f"; seed ensemble {summary['seeds']}" if summary.get("seeds") else "")
+        + ").",
         "",
         format_table([*rows, pooled_row, mean_row], columns),
         "",
     ]
+    if summary.get("components"):
+        component_rows = [{"model": "ensemble (above)", **summary["pooled"]}]
+        component_rows += [{"model": name, **m} for name, m in summary["components"].items()]
+        text += [
+            "Parts of the ensemble, pooled over the same folds:",
+            "",
+            format_table(component_rows, ["model", "wa", "ua", "macro_f1"]),
+            "",
+        ]
     write_text_atomic(output_dir / "cv_results.md", "\n".join(text))
 
 
@@ -273,6 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     output_dir = _option(argv, "output_dir")
     if output_dir is None and argv and argv[0].endswith(".json"):
         output_dir = json.loads(Path(argv[0]).read_text()).get("output_dir")
@@ -298,7 +365,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f", seeds {seeds}" if seeds else "",
     )
     finished = {fold: _finished_fold(output_dir / f"fold_{fold}" / "results.json") for fold in folds}
-    jobs = [(f, s) for f in folds if finished[f] is None for s in (seeds or [None])]
+    # Seed-major order: every fold's first seed finishes before any second seed starts.
+    jobs = [(f, s) for s in (seeds or [None]) for f in folds if finished[f] is None]
 
     def run_job(job: tuple[int, int | None]) -> dict[str, Any]:
         fold, seed = job
@@ -343,8 +411,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not results:
         return {}
     summary = pool_results(output_dir, results)
+    summary["components"] = ensemble_components(results)
     summary["wall_time_s"] = round(time.time() - started, 1)
     summary["folds_run"] = folds
+    if load_at_start is not None:  # 1, 5 and 15-minute load averages: how busy the machine was
+        summary["load_average"] = {"start": list(load_at_start), "end": list(os.getloadavg())}
+    summary["cpu_count"] = os.cpu_count()
     summary["parallel_folds"] = parallel
     summary["threads_per_fold"] = threads if parallel > 1 else None
     if seeds:

@@ -277,6 +277,19 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_metrics_from_confusion_match_classification_metrics():
+    import cross_validate
+    from ser_metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+    labels[labels == 3] = 2  # a class with no examples, predicted anyway
+    expected = classification_metrics(labels, predictions, ["a", "b", "c", "d"])
+    got = cross_validate.metrics_from_confusion(expected["confusion_matrix"])
+    for key in ("wa", "ua", "macro_f1", "num_examples"):
+        assert got[key] == pytest.approx(expected[key]), key
+
+
 def test_cross_validate_options_from_recipe_and_command_line(tmp_path):
     import cross_validate
 
@@ -331,9 +344,10 @@ def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_p
     recipe.write_text(json.dumps({"output_dir": str(tmp_path / "cv"), "cross_validation": {"seeds": [0, 1]}}))
     argv = [
         str(recipe),
-        *train_args(small_corpus, tmp_path / "cv", "--num_train_epochs", "1", "--folds", "0"),
+        *train_args(small_corpus, tmp_path / "cv", "--num_train_epochs", "2", "--folds", "0"),
     ]
-    argv += ["--parallel_folds", "2", "--threads_per_fold", "1"]
+    argv += ["--parallel_folds", "2", "--threads_per_fold", "1", "--ensemble_checkpoints", "2"]
+    argv += ["--save_total_limit", "0"]
     summary = cross_validate.main(argv)
     assert summary["seeds"] == [0, 1]
     fold = tmp_path / "cv" / "fold_0"
@@ -353,6 +367,14 @@ def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_p
     results = json.loads((fold / "results.json").read_text())
     assert sorted(results["seed_ensemble"]["members"]) == ["0", "1"]
     assert len(read_jsonl(fold / "predictions_validation.jsonl")) == results["validation"]["num_examples"]
+    # The parts of the ensemble, pooled: each seed, and each seed's best checkpoint alone.
+    components = summary["components"]
+    assert sorted(components) == ["seed_0", "seed_0 single_checkpoint", "seed_1", "seed_1 single_checkpoint"]
+    for seed in (0, 1):
+        assert components[f"seed_{seed}"]["ua"] == pytest.approx(runs[seed]["ua"])
+        single = runs[seed]["ensemble"]["single_model"]["test"]
+        assert components[f"seed_{seed} single_checkpoint"]["ua"] == pytest.approx(single["ua"])
+    assert "Parts of the ensemble" in (tmp_path / "cv" / "cv_results.md").read_text()
     # A rerun trains nothing and pools the same predictions.
     monkeypatch.setattr(cross_validate, "_run_subprocess", lambda *a: pytest.fail("retrained"))
     assert cross_validate.main(argv)["pooled"] == summary["pooled"]
