@@ -325,3 +325,42 @@ def ctc_loss(
             reduction=reduction,
             zero_infinity=zero_infinity,
         )
+
+
+def emotion_loss(logits: torch.Tensor, labels: torch.Tensor | None, config) -> torch.Tensor | None:
+    """`classification_loss` with the config's `class_weights`, `focal_gamma` and
+    `label_smoothing`; None without labels."""
+    if labels is None:
+        return None
+    return classification_loss(
+        logits, labels, config.class_weights, config.focal_gamma, config.label_smoothing
+    )
+
+
+def ctc_loss_from_config(
+    ctc_logits: torch.Tensor, frame_lengths: torch.Tensor, ctc_labels: torch.Tensor | None, config
+) -> torch.Tensor | None:
+    """`ctc_loss` with the config's blank (`pad_token_id`), reduction and `ctc_zero_infinity`,
+    after checking the label ids against `vocab_size`; None without labels."""
+    if ctc_labels is None:
+        return None
+    if ctc_labels.max() >= config.vocab_size:
+        raise ValueError(f"ctc_labels contain ids >= vocab_size ({config.vocab_size}).")
+    return ctc_loss(
+        ctc_logits,
+        frame_lengths,
+        ctc_labels,
+        blank_id=config.pad_token_id,
+        reduction=config.ctc_loss_reduction,
+        zero_infinity=config.ctc_zero_infinity,
+    )
+
+
+def weighted_sum(terms: list[tuple[float, torch.Tensor | None]]) -> torch.Tensor | None:
+    """Sum of `weight * term` over terms that exist and have a positive weight; None if none."""
+    total = None
+    for weight, term in terms:
+        if term is None or weight <= 0:
+            continue
+        total = weight * term if total is None else total + weight * term
+    return total

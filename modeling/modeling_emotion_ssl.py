@@ -14,9 +14,10 @@ from .emotion_layers import (
     ClassificationHead,
     add_auto_model_entries,
     build_pooling,
-    classification_loss,
-    ctc_loss,
+    ctc_loss_from_config,
+    emotion_loss,
     lengths_to_mask,
+    weighted_sum,
 )
 from .ssl_backbone import SSLBackboneMixin, WeightedLayerSum, build_backbone
 
@@ -78,27 +79,8 @@ class EmotionSSLPreTrainedModel(SSLBackboneMixin, PreTrainedModel):
         if isinstance(module, WeightedLayerSum):
             init.constant_(module.layer_weights, 1.0 / module.layer_weights.numel())
 
-    def _encode(self, input_values, attention_mask, output_attentions, output_hidden_states):
-        """Backbone features to pool (last layer or weighted layer sum), their frame mask and outputs."""
-        use_layer_sum = self.config.use_weighted_layer_sum
-        outputs = self.backbone(
-            input_values,
-            attention_mask=attention_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=bool(output_hidden_states or use_layer_sum),
-        )
-        hidden = self.layer_sum(outputs.hidden_states) if use_layer_sum else outputs.last_hidden_state
-        frame_lengths = self.backbone_frame_lengths(input_values, attention_mask)
-        mask = lengths_to_mask(frame_lengths, hidden.shape[1])
-        return hidden, mask, frame_lengths, outputs
-
-
-class EmotionSSLForAudioClassification(EmotionSSLPreTrainedModel):
-    """Emotion classifier on a wav2vec2 / HuBERT / WavLM backbone: masked pooling over the last
-    layer (or a learned weighted sum of layers) followed by dense → tanh → dropout → out."""
-
-    def __init__(self, config: EmotionSSLConfig):
-        super().__init__(config)
+    def _build_emotion_encoder(self, config: EmotionSSLConfig) -> None:
+        """The backbone, the optional weighted layer sum, the pooling and the emotion head."""
         self.backbone = build_backbone(config.backbone_config)
         if config.use_weighted_layer_sum:
             self.layer_sum = WeightedLayerSum(config.backbone_config.num_hidden_layers + 1)
@@ -109,6 +91,23 @@ class EmotionSSLForAudioClassification(EmotionSSLPreTrainedModel):
             config.num_labels,
             config.classifier_dropout,
         )
+
+    def _classify(self, input_values, attention_mask, output_attentions, output_hidden_states):
+        """Emotion logits, the pooled features, the backbone's frame lengths and outputs."""
+        hidden, frame_lengths, outputs = self.encode_backbone(
+            input_values, attention_mask, output_attentions, output_hidden_states
+        )
+        pooled = self.pooler(hidden, lengths_to_mask(frame_lengths, hidden.shape[1]))
+        return self.classifier(pooled), pooled, frame_lengths, outputs
+
+
+class EmotionSSLForAudioClassification(EmotionSSLPreTrainedModel):
+    """Emotion classifier on a wav2vec2 / HuBERT / WavLM backbone: masked pooling over the last
+    layer (or a learned weighted sum of layers) followed by dense → tanh → dropout → out."""
+
+    def __init__(self, config: EmotionSSLConfig):
+        super().__init__(config)
+        self._build_emotion_encoder(config)
         add_auto_model_entries(config, self)
         self.post_init()
 
@@ -120,19 +119,11 @@ class EmotionSSLForAudioClassification(EmotionSSLPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
     ) -> EmotionClassifierOutput:
-        hidden, mask, _, outputs = self._encode(
+        logits, pooled, _, outputs = self._classify(
             input_values, attention_mask, output_attentions, output_hidden_states
         )
-        pooled = self.pooler(hidden, mask)
-        logits = self.classifier(pooled)
-        loss = None
-        if labels is not None:
-            config = self.config
-            loss = classification_loss(
-                logits, labels, config.class_weights, config.focal_gamma, config.label_smoothing
-            )
         return EmotionClassifierOutput(
-            loss=loss,
+            loss=emotion_loss(logits, labels, self.config),
             logits=logits,
             embeddings=pooled,
             hidden_states=outputs.hidden_states if output_hidden_states else None,
@@ -153,16 +144,7 @@ class EmotionCTCForAudioClassification(EmotionSSLPreTrainedModel):
 
     def __init__(self, config: EmotionCTCConfig):
         super().__init__(config)
-        self.backbone = build_backbone(config.backbone_config)
-        if config.use_weighted_layer_sum:
-            self.layer_sum = WeightedLayerSum(config.backbone_config.num_hidden_layers + 1)
-        self.pooler = build_pooling(config.pooling, config.hidden_size, config.pooling_attention_size)
-        self.classifier = ClassificationHead(
-            self.pooler.output_size,
-            config.classifier_hidden_size,
-            config.num_labels,
-            config.classifier_dropout,
-        )
+        self._build_emotion_encoder(config)
         self.ctc_dropout = nn.Dropout(config.ctc_dropout)
         self.ctc_head = nn.Linear(config.hidden_size, config.vocab_size)
         add_auto_model_entries(config, self)
@@ -178,34 +160,13 @@ class EmotionCTCForAudioClassification(EmotionSSLPreTrainedModel):
         output_hidden_states: bool | None = None,
     ) -> EmotionCTCOutput:
         config = self.config
-        hidden, mask, frame_lengths, outputs = self._encode(
+        logits, pooled, frame_lengths, outputs = self._classify(
             input_values, attention_mask, output_attentions, output_hidden_states
         )
-        pooled = self.pooler(hidden, mask)
-        logits = self.classifier(pooled)
         ctc_logits = self.ctc_head(self.ctc_dropout(outputs.last_hidden_state))
-
-        emotion_term = ctc_term = None
-        if labels is not None:
-            emotion_term = classification_loss(
-                logits, labels, config.class_weights, config.focal_gamma, config.label_smoothing
-            )
-        if ctc_labels is not None:
-            if ctc_labels.max() >= config.vocab_size:
-                raise ValueError(f"ctc_labels contain ids >= vocab_size ({config.vocab_size}).")
-            ctc_term = ctc_loss(
-                ctc_logits,
-                frame_lengths,
-                ctc_labels,
-                blank_id=config.pad_token_id,
-                reduction=config.ctc_loss_reduction,
-                zero_infinity=config.ctc_zero_infinity,
-            )
-        loss = None
-        if emotion_term is not None:
-            loss = emotion_term
-        if ctc_term is not None:
-            loss = config.ctc_weight * ctc_term if loss is None else loss + config.ctc_weight * ctc_term
+        emotion_term = emotion_loss(logits, labels, config)
+        ctc_term = ctc_loss_from_config(ctc_logits, frame_lengths, ctc_labels, config)
+        loss = weighted_sum([(1.0, emotion_term), (config.ctc_weight, ctc_term)])
         return EmotionCTCOutput(
             loss=loss,
             logits=logits,
@@ -216,9 +177,3 @@ class EmotionCTCForAudioClassification(EmotionSSLPreTrainedModel):
             hidden_states=outputs.hidden_states if output_hidden_states else None,
             attentions=outputs.attentions,
         )
-
-    def ctc_frame_lengths(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Valid CTC frames per clip, to cut padding before greedy decoding."""
-        return self.backbone_frame_lengths(input_values, attention_mask)

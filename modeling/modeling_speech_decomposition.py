@@ -24,11 +24,12 @@ from .emotion_layers import (
     LogMelSpectrogram,
     add_auto_model_entries,
     build_pooling,
-    classification_loss,
-    ctc_loss,
+    ctc_loss_from_config,
+    emotion_loss,
     lengths_to_mask,
     masked_mean,
     sample_lengths,
+    weighted_sum,
     zero_padded_frames,
 )
 from .ssl_backbone import SSLBackboneMixin, WeightedLayerSum, build_backbone
@@ -136,16 +137,6 @@ def speaker_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> t
     if not (labels != -100).any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), labels, ignore_index=-100)
-
-
-def weighted_sum(terms: list[tuple[float, torch.Tensor | None]]) -> torch.Tensor | None:
-    """Sum of `weight * term` over terms that exist and have a positive weight; None if none."""
-    total = None
-    for weight, term in terms:
-        if term is None or weight <= 0:
-            continue
-        total = weight * term if total is None else total + weight * term
-    return total
 
 
 class DecompositionFrontEnd(nn.Module):
@@ -358,18 +349,6 @@ class DecomposedEmotionForAudioClassification(SSLBackboneMixin, SpeechDecomposit
         add_auto_model_entries(config, self)
         self.post_init()
 
-    def _encode(self, input_values, attention_mask, output_attentions, output_hidden_states):
-        use_layer_sum = self.config.use_weighted_layer_sum
-        outputs = self.backbone(
-            input_values,
-            attention_mask=attention_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=bool(output_hidden_states or use_layer_sum),
-        )
-        hidden = self.layer_sum(outputs.hidden_states) if use_layer_sum else outputs.last_hidden_state
-        frame_lengths = self.backbone_frame_lengths(input_values, attention_mask)
-        return hidden, frame_lengths, outputs
-
     def forward(
         self,
         input_values: torch.Tensor,
@@ -383,7 +362,7 @@ class DecomposedEmotionForAudioClassification(SSLBackboneMixin, SpeechDecomposit
     ) -> DecomposedEmotionOutput:
         config = self.config
         decomposition = self.decomposition
-        hidden, ssl_lengths, outputs = self._encode(
+        hidden, ssl_lengths, outputs = self.encode_backbone(
             input_values, attention_mask, output_attentions, output_hidden_states
         )
         pooled = self.pooler(hidden, lengths_to_mask(ssl_lengths, hidden.shape[1]))
@@ -407,22 +386,10 @@ class DecomposedEmotionForAudioClassification(SSLBackboneMixin, SpeechDecomposit
         if config.uses_speaker_head:
             speaker_logits = self.speaker_head(parts.timbre)
 
-        emotion_term = ctc_term = reconstruction_term = speaker_term = None
-        if labels is not None:
-            emotion_term = classification_loss(
-                logits, labels, config.class_weights, config.focal_gamma, config.label_smoothing
-            )
-        if ctc_labels is not None and ctc_logits is not None:
-            if ctc_labels.max() >= config.vocab_size:
-                raise ValueError(f"ctc_labels contain ids >= vocab_size ({config.vocab_size}).")
-            ctc_term = ctc_loss(
-                ctc_logits,
-                ssl_lengths,
-                ctc_labels,
-                blank_id=config.pad_token_id,
-                reduction=config.ctc_loss_reduction,
-                zero_infinity=config.ctc_zero_infinity,
-            )
+        emotion_term = emotion_loss(logits, labels, config)
+        ctc_term = reconstruction_term = speaker_term = None
+        if ctc_logits is not None:
+            ctc_term = ctc_loss_from_config(ctc_logits, ssl_lengths, ctc_labels, config)
         if parts.reconstruction is not None:
             reconstruction_term = masked_mse(parts.reconstruction, mel, mel_mask)
         if speaker_labels is not None and speaker_logits is not None:
@@ -449,12 +416,6 @@ class DecomposedEmotionForAudioClassification(SSLBackboneMixin, SpeechDecomposit
             hidden_states=outputs.hidden_states if output_hidden_states else None,
             attentions=outputs.attentions,
         )
-
-    def ctc_frame_lengths(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Valid CTC frames per clip, to cut padding before greedy decoding."""
-        return self.backbone_frame_lengths(input_values, attention_mask)
 
     def load_decomposition_weights(
         self, stage1_name_or_path: str, **from_pretrained_kwargs: Any

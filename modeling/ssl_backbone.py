@@ -62,6 +62,32 @@ class SSLBackboneMixin:
         for param in self.backbone.parameters():
             param.requires_grad = False
 
+    def encode_backbone(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ):
+        """Run the backbone; returns the features to pool (last layer, or the learned sum of all
+        layers when `config.use_weighted_layer_sum`), each clip's number of valid frames, and the
+        backbone outputs."""
+        use_layer_sum = self.config.use_weighted_layer_sum
+        outputs = self.backbone(
+            input_values,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=bool(output_hidden_states or use_layer_sum),
+        )
+        hidden = self.layer_sum(outputs.hidden_states) if use_layer_sum else outputs.last_hidden_state
+        return hidden, self.backbone_frame_lengths(input_values, attention_mask), outputs
+
+    def ctc_frame_lengths(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Valid CTC frames per clip, to cut padding before greedy decoding."""
+        return self.backbone_frame_lengths(input_values, attention_mask)
+
     def backbone_frame_lengths(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         """Number of backbone frames of each clip, from the attention mask."""
         if attention_mask is None:
