@@ -46,6 +46,49 @@ def tiny_backbone_config(model_type: str = "wav2vec2", feat_extract_norm: str = 
     return config
 
 
+# Tiny model configs shared by the test files (each adds what it needs on top).
+# Decomposition: 16 mel bins, 256-point FFT, hop 128 (the feature extractor gets the same hop
+# through `feature_extractor_kwargs`), groups of 4 channels, small LSTMs; LSTM time grows with
+# the number of frames, so tests use short clips.
+TINY_DECOMPOSITION = {
+    "n_mels": 16,
+    "n_fft": 256,
+    "hop_length": 128,
+    "pitch_bins": 32,
+    "norm_group_size": 4,
+    "content_encoder_channels": 16,
+    "content_lstm_size": 4,
+    "rhythm_encoder_channels": 8,
+    "pitch_encoder_channels": 8,
+    "pitch_lstm_size": 4,
+    "timbre_encoder_channels": 8,
+    "timbre_encoder_layers": 1,
+    "timbre_size": 8,
+    "decoder_lstm_size": 8,
+    "decoder_lstm_layers": 1,
+}
+TINY_SPECTROGRAM = {
+    "emotion_cnn_transformer": {
+        "n_mels": 32,
+        "conv_channels": [4, 8, 8],
+        "conv_kernel_sizes": [5, 3, 3],
+        "pool_sizes": [2, 2, [2, 1]],
+        "hidden_size": 16,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+    },
+    "emotion_segment_crnn": {
+        "n_mels": 32,
+        "conv_channels": [8, 16],
+        "pool_sizes": [2, 2],
+        "lstm_hidden_size": 16,
+        "pooling_attention_size": 16,
+        "classifier_hidden_size": 16,
+    },
+}
+
+
 EMOTIONS = {0: "neutral", 1: "angry", 2: "sad"}
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import label_kwargs, run_remote_check, speech_like, tiny_backbone_config
+from conftest import TINY_DECOMPOSITION, label_kwargs, run_remote_check, speech_like, tiny_backbone_config
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, Wav2Vec2ForPreTraining, WavLMModel
@@ -27,25 +27,10 @@ from modeling.decomposition_layers import (
     upsample_codes,
 )
 
-# Tiny decomposition: 16 mel bins, 256-point FFT, hop 128 (the feature extractor gets the same hop
-# through `feature_extractor_kwargs`), groups of 4 channels, small LSTMs. LSTM time grows with the
-# number of frames, so the clips are short.
 TINY = {
-    "n_mels": 16,
-    "n_fft": 256,
-    "hop_length": 128,
-    "pitch_bins": 32,
-    "norm_group_size": 4,
-    "content_encoder_channels": 16,
-    "content_lstm_size": 4,
-    "rhythm_encoder_channels": 8,
-    "pitch_encoder_channels": 8,
-    "pitch_lstm_size": 4,
-    "timbre_encoder_channels": 8,
+    **TINY_DECOMPOSITION,
     "timbre_encoder_layers": 2,
-    "timbre_size": 8,
     "decoder_lstm_size": 16,
-    "decoder_lstm_layers": 1,
     "content_downsample": 4,
     "pitch_downsample": 4,
     "rhythm_downsample": 4,

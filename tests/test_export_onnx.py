@@ -12,27 +12,10 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import label_kwargs, speech_like, tiny_backbone_config
+from conftest import TINY_DECOMPOSITION, TINY_SPECTROGRAM, label_kwargs, speech_like, tiny_backbone_config
 
 from modeling import MODEL_CLASSES, EmotionFeatureExtractor
 
-TINY_DECOMPOSITION = {
-    "n_mels": 16,
-    "n_fft": 256,
-    "hop_length": 128,
-    "pitch_bins": 32,
-    "norm_group_size": 4,
-    "content_encoder_channels": 16,
-    "content_lstm_size": 4,
-    "rhythm_encoder_channels": 8,
-    "pitch_encoder_channels": 8,
-    "pitch_lstm_size": 4,
-    "timbre_encoder_channels": 8,
-    "timbre_encoder_layers": 1,
-    "timbre_size": 8,
-    "decoder_lstm_size": 8,
-    "decoder_lstm_layers": 1,
-}
 TINY = {
     "emotion_ssl": {"backbone_config": tiny_backbone_config(), "pooling": "attentive_statistics"},
     "emotion_ssl/wavlm-group-norm": {
@@ -40,24 +23,7 @@ TINY = {
         "use_weighted_layer_sum": True,
     },
     "emotion_ssl_ctc": {"backbone_config": tiny_backbone_config(), "vocab_size": 12},
-    "emotion_cnn_transformer": {
-        "n_mels": 32,
-        "conv_channels": [4, 8, 8],
-        "conv_kernel_sizes": [5, 3, 3],
-        "pool_sizes": [2, 2, [2, 1]],
-        "hidden_size": 16,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-    },
-    "emotion_segment_crnn": {
-        "n_mels": 32,
-        "conv_channels": [8, 16],
-        "pool_sizes": [2, 2],
-        "lstm_hidden_size": 16,
-        "pooling_attention_size": 16,
-        "classifier_hidden_size": 16,
-    },
+    **TINY_SPECTROGRAM,
     "emotion_decomposed": {
         "backbone_config": tiny_backbone_config(),
         "ctc_weight": 0.1,
@@ -111,7 +77,8 @@ def test_export_matches_onnxruntime_on_new_lengths(name, tmp_path):
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in session.get_inputs()}
     # Stage-1 speaker logits do not read pitch_ids, so its graph has no such input.
-    assert list(inputs)[:2] == ["input_values", "attention_mask"] and set(inputs) <= set(features)
+    assert list(inputs)[:2] == ["input_values", "attention_mask"]
+    assert set(inputs) <= set(features)
     assert ("pitch_ids" in inputs) == (name == "emotion_decomposed")
     assert all(isinstance(dim, str) for i in inputs.values() for dim in i.shape)  # dynamic batch and time
     outputs = session.run(None, {name: features[name] for name in inputs})

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import soundfile as sf
 import torch
-from conftest import label_kwargs, speech_like, tiny_backbone_config
+from conftest import TINY_DECOMPOSITION, label_kwargs, speech_like, tiny_backbone_config
 from ser_audio import AudioReadError, read_audio, sliding_windows, stream_audio
 from ser_inference import predict_waveforms
 from torchcodec.decoders import AudioDecoder
@@ -42,22 +42,6 @@ from modeling import (
 )
 
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
-TINY_DECOMPOSITION = {
-    "n_mels": 16,
-    "n_fft": 256,
-    "hop_length": 128,
-    "pitch_bins": 32,
-    "norm_group_size": 4,
-    "content_encoder_channels": 16,
-    "content_lstm_size": 4,
-    "rhythm_encoder_channels": 8,
-    "pitch_encoder_channels": 8,
-    "pitch_lstm_size": 4,
-    "timbre_encoder_channels": 8,
-    "timbre_encoder_layers": 1,
-    "timbre_size": 8,
-    "reconstruction_weight": 0.0,
-}
 SR = 16000
 
 
@@ -104,7 +88,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
             EmotionSSLConfig(**{**common, "backbone_config": tiny_backbone_config(feat_extract_norm="group")})
         ),
         "decomposed": DecomposedEmotionForAudioClassification(
-            DecomposedEmotionConfig(**common, **TINY_DECOMPOSITION)
+            DecomposedEmotionConfig(**common, **TINY_DECOMPOSITION, reconstruction_weight=0.0)
         ),
     }
     out = {}

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import label_kwargs, run_remote_check, speech_like
+from conftest import TINY_SPECTROGRAM, label_kwargs, run_remote_check, speech_like
 from torch import nn
 
 from modeling import (
@@ -26,32 +26,15 @@ from modeling.modeling_spectrogram_emotion import (
 )
 
 NO_AUGMENT = {"num_time_masks": 0, "num_freq_masks": 0}
+_NO_DROPOUT = {"classifier_dropout": 0.0, "freq_mask_width": 4}
 TINY = {
     "cnn_transformer": {
-        "n_mels": 32,
-        "conv_channels": [4, 8, 8],
-        "conv_kernel_sizes": [5, 3, 3],
-        "pool_sizes": [2, 2, [2, 1]],
-        "hidden_size": 16,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
+        **TINY_SPECTROGRAM["emotion_cnn_transformer"],
+        **_NO_DROPOUT,
         "hidden_dropout": 0.0,
         "transformer_dropout": 0.0,
-        "classifier_dropout": 0.0,
-        "freq_mask_width": 4,
     },
-    "segment_crnn": {
-        "n_mels": 32,
-        "conv_channels": [8, 16],
-        "pool_sizes": [2, 2],
-        "lstm_hidden_size": 16,
-        "pooling_attention_size": 16,
-        "classifier_hidden_size": 16,
-        "segment_dropout": 0.0,
-        "classifier_dropout": 0.0,
-        "freq_mask_width": 4,
-    },
+    "segment_crnn": {**TINY_SPECTROGRAM["emotion_segment_crnn"], **_NO_DROPOUT, "segment_dropout": 0.0},
 }
 FAMILIES = list(TINY)
 # The CNN+Transformer family as a TDNN: no 2-D CNN, 1-D convolutions over the log-mel frames,

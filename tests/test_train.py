@@ -13,7 +13,7 @@ import pytest
 import ser_data
 import torch
 import train
-from conftest import ROOT, tiny_backbone_config
+from conftest import ROOT, TINY_DECOMPOSITION, TINY_SPECTROGRAM, tiny_backbone_config
 from safetensors.torch import load_file
 from ser_data import DataConfigError
 from transformers import (
@@ -131,44 +131,6 @@ def test_train_main_on_demo_corpus(corpus, tmp_path, model_type):
         logged = [entry for entry in history if "train_ctc_loss" in entry]
         assert logged
         assert all(entry["train_emotion_loss"] > 0 for entry in logged)
-
-
-TINY_DECOMPOSITION = {
-    "n_mels": 16,
-    "n_fft": 256,
-    "hop_length": 128,
-    "norm_group_size": 4,
-    "content_encoder_channels": 16,
-    "content_lstm_size": 4,
-    "rhythm_encoder_channels": 8,
-    "pitch_encoder_channels": 8,
-    "pitch_lstm_size": 4,
-    "timbre_encoder_channels": 8,
-    "timbre_encoder_layers": 2,
-    "timbre_size": 8,
-    "decoder_lstm_size": 16,
-    "decoder_lstm_layers": 1,
-}
-TINY_SPECTROGRAM = {
-    "emotion_cnn_transformer": {
-        "n_mels": 32,
-        "conv_channels": [4, 8, 8],
-        "conv_kernel_sizes": [5, 3, 3],
-        "pool_sizes": [2, 2, [2, 1]],
-        "hidden_size": 16,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-    },
-    "emotion_segment_crnn": {
-        "n_mels": 32,
-        "conv_channels": [8, 16],
-        "pool_sizes": [2, 2],
-        "lstm_hidden_size": 16,
-        "pooling_attention_size": 16,
-        "classifier_hidden_size": 16,
-    },
-}
 
 
 @pytest.mark.parametrize("model_type", sorted(TINY_SPECTROGRAM))
