@@ -40,6 +40,20 @@ def plan_batches(lengths: Sequence[int], max_batch_size: int, max_batch_samples:
     return batches
 
 
+# Padded audio per batch when the caller does not say. On CPU, large padded batches of long clips
+# make the convolutional feature encoder memory-bound: 16 clips of up to 12 s in one batch ran
+# slower than the same clips one at a time (benchmarks/bench_inference.py, one thread: 160 s cap
+# 0.66x the one-clip pipeline; 24 s cap about 1.1-1.3x on a 60-clip probe). Accelerators gain from
+# large batches.
+CPU_MAX_BATCH_SECONDS = 24.0
+ACCELERATOR_MAX_BATCH_SECONDS = 160.0
+
+
+def default_max_batch_seconds(device: torch.device | str) -> float:
+    """The padded-audio cap per batch for a model on `device` (see `CPU_MAX_BATCH_SECONDS`)."""
+    return CPU_MAX_BATCH_SECONDS if torch.device(device).type == "cpu" else ACCELERATOR_MAX_BATCH_SECONDS
+
+
 def model_accepts(model: torch.nn.Module, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
@@ -55,11 +69,14 @@ def predict_waveforms(
     f0: Sequence[np.ndarray] | None = None,
     f0_stats: Sequence[Any] | None = None,
     max_batch_size: int = 16,
-    max_batch_seconds: float = 160.0,
+    max_batch_seconds: float | None = None,
     progress: bool = False,
 ) -> list[Prediction]:
     """Emotion logits (and CTC transcripts when `processor` has a tokenizer and the model a CTC
     head) for each waveform, in input order.
+
+    `max_batch_seconds` caps the padded audio of a batch (default: `default_max_batch_seconds` of
+    the model's device: 24 s on CPU, 160 s on accelerators).
 
     Every waveform is checked before any is predicted: bad audio raises `AudioInputError` naming
     the clip by its position in `waveforms` (`clip 3: ...`). Callers that must not stop on one
@@ -70,6 +87,8 @@ def predict_waveforms(
     dtype = next(model.parameters()).dtype
     sampling_rate = feature_extractor.sampling_rate
     lengths = [max(len(w), getattr(feature_extractor, "min_samples", 0)) for w in waveforms]
+    if max_batch_seconds is None:
+        max_batch_seconds = default_max_batch_seconds(device)
     batches = plan_batches(lengths, max_batch_size, int(max_batch_seconds * sampling_rate))
     results: list[Prediction | None] = [None] * len(waveforms)
     wants_ctc = (
