@@ -84,6 +84,11 @@ def machine_info() -> dict[str, Any]:
         info["memory_gib"] = round(pages / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
+    # OpenMP threads spin while they wait; on a machine shared with other jobs this decides timings
+    # (see benchmarks/README.md), so the settings are recorded.
+    info["env"] = {
+        k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS") if k in os.environ
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -189,6 +194,7 @@ def record_result(path: Path, result: BenchResult, machine: dict[str, Any], quic
     runs = data.setdefault("runs", {})
     runs[result.name] = {
         "date": stamp,
+        "torch_threads": machine.get("torch_threads"),
         "load_average_after": load_average(),
         "quick": quick,
         "figures": result.figures,

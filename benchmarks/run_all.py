@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the performance benchmarks, print their tables and record the figures.
 
-    python benchmarks/run_all.py                 # everything (about 15 minutes on 2 cores)
+    python benchmarks/run_all.py                 # everything (15-25 minutes on 2 cores)
     python benchmarks/run_all.py --quick         # tiny smoke version (results_quick.json)
     python benchmarks/run_all.py --only f0       # one benchmark; the others' figures stay
 

@@ -130,11 +130,11 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
             `"harvest"`: Harvest, the most robust voicing and the slowest (about 5x real time per
             core). `"dio_fast"`: DIO on a 2x decimated signal (`speed=2`) with a wider candidate
             acceptance (`allowed_range=0.2`), StoneMask refinement, and interior unvoiced gaps of
-            at most 4 frames filled by linear interpolation. Measured on EmoDB against Harvest
-            (`benchmarks/bench_f0.py`): `"dio"` agrees with Harvest's voicing on about 67 % of the
-            frames (it misses about a third of Harvest's voiced frames) at about 100x real time
-            per core; `"dio_fast"` agrees on about 82 % with a gross pitch error (>20 %) of about
-            6 % of the frames both call voiced, at about 250x real time. No DIO setting reached
+            at most 4 frames filled by interpolation of log-F0. Measured on 180 EmoDB clips against
+            Harvest (`benchmarks/bench_f0.py`, 23 Nov 2026): `"dio"` agrees with Harvest's voicing
+            on 65 % of the frames (it misses about a third of Harvest's voiced frames), gross pitch
+            error (>20 %) 1.1 % of the frames both call voiced, 159x real time per core;
+            `"dio_fast"` agrees on 82 %, gross pitch error 5.6 %, 228x; Harvest 5.4x. No DIO setting reached
             Harvest's own voicing (wider acceptance and voiced-run extension trade misses for
             false alarms and pitch errors), so `"harvest"` stays the choice when voicing matters
             more than time.
