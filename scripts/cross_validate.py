@@ -171,15 +171,38 @@ def combine_seeds(fold_dir: Path, seed_results: dict[int, dict[str, Any]]) -> di
     labels = first["labels"]
     member_dirs = [fold_dir / f"seed_{s}" for s in seeds]
     test_rows, test = average_seed_predictions(member_dirs, "test", labels)
-    validation_rows, validation = average_seed_predictions(member_dirs, "validation", labels)
     write_jsonl_atomic(fold_dir / "predictions_test.jsonl", test_rows)
-    write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", validation_rows)
+    validation_sets = {tuple(sorted(r["protocol"].get("validation", []))) for r in seed_results.values()}
+    if len(validation_sets) == 1:
+        validation_rows, validation = average_seed_predictions(member_dirs, "validation", labels)
+        write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", validation_rows)
+    else:
+        # train.py draws a fold's validation speakers with the training seed, so each seed may
+        # hold out other (non-test) speakers: there is no common validation set to ensemble on.
+        # The fold reports the mean of its members' validation metrics instead.
+        validation = {
+            k: float(np.mean([r["validation"][k] for r in seed_results.values()]))
+            for k in ("wa", "ua", "macro_f1")
+        }
+        validation["mean_of_seed_runs"] = True
     result = {
         **{k: v for k, v in first.items() if k not in ("validation", "train", "ensemble")},
         **test,
         "validation": validation,
+        "protocol": {
+            **first["protocol"],
+            "validation": sorted(
+                {v for r in seed_results.values() for v in r["protocol"].get("validation", [])}
+            ),
+            "train": sorted(
+                set.intersection(*(set(r["protocol"].get("train", [])) for r in seed_results.values()))
+            ),
+        },
         "seed_ensemble": {
             "seeds": seeds,
+            "validation_speakers": {
+                str(s): r["protocol"].get("validation", []) for s, r in seed_results.items()
+            },
             "members": {
                 str(s): {
                     "test": {k: r[k] for k in ("wa", "ua", "macro_f1")},

@@ -356,7 +356,7 @@ def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_p
     labels = summary["labels"]
     assert len(rows) == len(members[0]) == summary["pooled"]["num_examples"]
     runs = [json.loads((fold / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)]
-    assert runs[0]["protocol"] == runs[1]["protocol"]  # the same speakers, different seeds
+    assert runs[0]["protocol"]["test"] == runs[1]["protocol"]["test"]  # the same test speaker
     first = [[r["probabilities"][k] for k in labels] for r in members[0]]
     second = [[r["probabilities"][k] for k in labels] for r in members[1]]
     assert not np.allclose(first, second)
@@ -366,7 +366,9 @@ def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_p
     assert [r["prediction"] for r in rows] == [labels[i] for i in expected.argmax(1)]
     results = json.loads((fold / "results.json").read_text())
     assert sorted(results["seed_ensemble"]["members"]) == ["0", "1"]
-    assert len(read_jsonl(fold / "predictions_validation.jsonl")) == results["validation"]["num_examples"]
+    assert results["seed_ensemble"]["validation_speakers"] == {
+        str(s): r["protocol"]["validation"] for s, r in zip((0, 1), runs)
+    }
     # The parts of the ensemble, pooled: each seed, and each seed's best checkpoint alone.
     components = summary["components"]
     assert sorted(components) == ["seed_0", "seed_0 single_checkpoint", "seed_1", "seed_1 single_checkpoint"]
@@ -378,3 +380,61 @@ def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_p
     # A rerun trains nothing and pools the same predictions.
     monkeypatch.setattr(cross_validate, "_run_subprocess", lambda *a: pytest.fail("retrained"))
     assert cross_validate.main(argv)["pooled"] == summary["pooled"]
+
+
+def test_combine_seeds_with_different_validation_speakers(tmp_path):
+    """The validation speakers of a fold are drawn with the training seed: seed runs may hold out
+    different speakers. Test predictions are averaged; validation metrics are the runs' mean."""
+    import cross_validate
+
+    labels = ["angry", "sad"]
+    results = {}
+    for seed, (p_first, validation) in enumerate(((0.9, ["a"]), (0.2, ["b"]))):
+        run = tmp_path / "fold_0" / f"seed_{seed}"
+        run.mkdir(parents=True)
+        rows = [
+            {
+                "utt_id": "t1",
+                "speaker": "t",
+                "label": "angry",
+                "prediction": "",
+                "probabilities": {"angry": p_first, "sad": 1 - p_first},
+            },
+            {
+                "utt_id": "t2",
+                "speaker": "t",
+                "label": "sad",
+                "prediction": "",
+                "probabilities": {"angry": 0.3, "sad": 0.7},
+            },
+        ]
+        (run / "predictions_test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        (run / "predictions_validation.jsonl").write_text(
+            json.dumps(
+                {
+                    "utt_id": f"v{seed}",
+                    "speaker": validation[0],
+                    "label": "sad",
+                    "prediction": "sad",
+                    "probabilities": {"angry": 0.0, "sad": 1.0},
+                }
+            )
+        )
+        results[seed] = {
+            "labels": labels,
+            "wa": 0.5,
+            "ua": 0.5,
+            "macro_f1": 0.5,
+            "validation": {"wa": 0.2 + seed, "ua": 0.4 + seed, "macro_f1": 0.6 + seed},
+            "protocol": {"test": ["t"], "validation": validation, "train": ["c", "b" if seed == 0 else "a"]},
+        }
+    combined = cross_validate.combine_seeds(tmp_path / "fold_0", results)
+    rows = read_jsonl(tmp_path / "fold_0" / "predictions_test.jsonl")
+    assert rows[0]["probabilities"]["angry"] == pytest.approx(0.55)
+    assert [r["prediction"] for r in rows] == ["angry", "sad"]
+    assert combined["ua"] == 1.0
+    assert combined["validation"]["ua"] == pytest.approx(0.9)  # mean of 0.4 and 1.4
+    assert combined["validation"]["mean_of_seed_runs"] is True
+    assert combined["protocol"]["validation"] == ["a", "b"]
+    assert combined["protocol"]["train"] == ["c"]
+    assert not (tmp_path / "fold_0" / "predictions_validation.jsonl").exists()
