@@ -361,7 +361,9 @@ def setup_logging(training_args: TrainingArguments) -> None:
         handlers=[logging.StreamHandler()],
     )
     level = training_args.get_process_log_level()
-    logger.setLevel(level)
+    # This script's warnings (skipped rows, dropped options) stay visible even when the
+    # libraries' verbosity is lowered: nothing may be skipped silently.
+    logger.setLevel(min(level, logging.WARNING))
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
 
