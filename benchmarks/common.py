@@ -225,14 +225,21 @@ def _json_default(value: Any) -> Any:
 
 def corpus_dir() -> tuple[Path | None, str]:
     """A real speech corpus laid out as an audiofolder (EmoDB in ../shared when present, else the
-    demo corpus), with a description; (None, reason) when neither exists."""
+    demo corpus, generated with `make demo`'s settings when missing), with a description;
+    (None, reason) when neither exists and espeak-ng cannot make the demo corpus."""
     for path, name in (
         (SHARED_EMODB, "EmoDB (../shared/data/emodb)"),
         (DEMO_CORPUS, "demo corpus (data/demo)"),
     ):
         if (path / "metadata.csv").exists():
             return path, name
-    return None, "no corpus: neither ../shared/data/emodb nor data/demo (run `make demo`) exists"
+    from make_demo_corpus import EspeakNotFoundError, make_corpus
+
+    try:  # the Makefile's demo settings, so that `make demo` later reuses it
+        make_corpus(DEMO_CORPUS, num_speakers=12, sentences_per_speaker=10)
+    except EspeakNotFoundError as error:
+        return None, f"no corpus: ../shared/data/emodb is absent and the demo corpus cannot be made ({error})"
+    return DEMO_CORPUS, "demo corpus (data/demo, generated)"
 
 
 def corpus_rows(path: Path) -> list[dict[str, str]]:
