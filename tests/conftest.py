@@ -89,6 +89,9 @@ TINY_SPECTROGRAM = {
 }
 
 
+# Character vocabulary of the tiny CTC tokenizers in the tests.
+VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+
 EMOTIONS = {0: "neutral", 1: "angry", 2: "sad"}
 
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import soundfile as sf
 import torch
-from conftest import TINY_DECOMPOSITION, label_kwargs, speech_like, tiny_backbone_config
+from conftest import TINY_DECOMPOSITION, VOCAB, label_kwargs, speech_like, tiny_backbone_config
 from ser_audio import AudioReadError, read_audio, sliding_windows, stream_audio
 from ser_inference import predict_waveforms
 from torchcodec.decoders import AudioDecoder
@@ -41,7 +41,6 @@ from modeling import (
     EmotionSSLForAudioClassification,
 )
 
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
 SR = 16000
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import label_kwargs, run_remote_check, speech_like, tiny_backbone_config
+from conftest import VOCAB, label_kwargs, run_remote_check, speech_like, tiny_backbone_config
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -26,8 +26,6 @@ from modeling import (
     EmotionSSLConfig,
     EmotionSSLForAudioClassification,
 )
-
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
 
 
 def make_model(family: str, backbone: str = "wav2vec2", **overrides):

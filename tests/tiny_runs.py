@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import label_kwargs, tiny_backbone_config
+from conftest import VOCAB, label_kwargs, tiny_backbone_config
 from transformers import Wav2Vec2CTCTokenizer
 
 from modeling import (
@@ -15,8 +15,6 @@ from modeling import (
     EmotionFeatureExtractor,
     EmotionProcessor,
 )
-
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
 
 
 def save_tiny_ctc_model(out_dir: Path, seed: int = 0) -> EmotionCTCForAudioClassification:
