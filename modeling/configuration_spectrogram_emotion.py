@@ -54,6 +54,11 @@ class SpectrogramEmotionConfig(PretrainedConfig):
         time_mask_width (`int`, defaults to 20): Largest time mask in frames (at most the clip's length).
         num_freq_masks (`int`, defaults to 2): SpecAugment frequency masks per clip (0 disables).
         freq_mask_width (`int`, defaults to 16): Largest frequency mask in mel bands.
+        frequency_warp (`float`, defaults to 0.0): Vocal tract length perturbation in training: each
+            clip's linear frequency axis is scaled, before the mel filter bank, by a factor drawn
+            uniformly from `[1 - frequency_warp, 1 + frequency_warp]` (formants and harmonics move
+            together, as between speakers of different vocal tract length). 0 disables it; 0.1 is
+            the usual range (Jaitly & Hinton, 2013).
         classifier_dropout (`float`, defaults to 0.1): Dropout before the classifier's output layer.
         class_weights (`list[float]`, *optional*): Per-class weights of the loss.
         focal_gamma (`float`, defaults to 0.0): Focal-loss focusing parameter; 0 gives cross-entropy.
@@ -78,6 +83,7 @@ class SpectrogramEmotionConfig(PretrainedConfig):
         time_mask_width: int = 20,
         num_freq_masks: int = 2,
         freq_mask_width: int = 16,
+        frequency_warp: float = 0.0,
         classifier_dropout: float = 0.1,
         class_weights: list[float] | None = None,
         focal_gamma: float = 0.0,
@@ -87,6 +93,8 @@ class SpectrogramEmotionConfig(PretrainedConfig):
     ):
         if mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, got {mixup_alpha}.")
+        if not 0.0 <= frequency_warp < 1.0:
+            raise ValueError(f"frequency_warp must be in [0, 1), got {frequency_warp}.")
         if mel_normalization not in MEL_NORMALIZATIONS:
             raise ValueError(
                 f"mel_normalization must be one of {MEL_NORMALIZATIONS}, got {mel_normalization!r}."
@@ -105,6 +113,7 @@ class SpectrogramEmotionConfig(PretrainedConfig):
         self.time_mask_width = time_mask_width
         self.num_freq_masks = num_freq_masks
         self.freq_mask_width = freq_mask_width
+        self.frequency_warp = frequency_warp
         self.classifier_dropout = classifier_dropout
         self.class_weights = class_weights
         self.focal_gamma = focal_gamma

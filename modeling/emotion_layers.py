@@ -70,6 +70,22 @@ def zero_padded_frames(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 # ----------------------------------------------------------------------------------------------
 
 
+def warp_frequency_axis(magnitude: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton, 2013) of a linear-frequency spectrogram
+    `(batch, bins, frames)`: bin `k` of clip `b` takes the (linearly interpolated) value at bin
+    `k / factors[b]`, so a factor above 1 moves formants and harmonics up. Bins read from beyond the
+    top edge take the top bin's value (the band above Nyquist is not known)."""
+    bins = magnitude.shape[1]
+    source = torch.arange(bins, device=magnitude.device, dtype=magnitude.dtype)[None, :] / factors[:, None]
+    source = source.clamp(max=bins - 1)
+    low = source.floor().long().clamp(max=bins - 2)
+    fraction = (source - low.to(source.dtype)).unsqueeze(-1)
+    frames = magnitude.shape[2]
+    below = magnitude.gather(1, low.unsqueeze(-1).expand(-1, -1, frames))
+    above = magnitude.gather(1, (low + 1).unsqueeze(-1).expand(-1, -1, frames))
+    return below + fraction * (above - below)
+
+
 class LogMelSpectrogram(nn.Module):
     """Log-mel spectrogram of a padded waveform batch, computed on the model's device.
 
@@ -121,8 +137,14 @@ class LogMelSpectrogram(nn.Module):
     def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
         return torch.div(lengths, self.hop_length, rounding_mode="floor") + 1
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns `(log_mel (batch, frames, n_mels), frame_lengths (batch,))`."""
+    def forward(
+        self, waveform: torch.Tensor, lengths: torch.Tensor, warp_factors: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns `(log_mel (batch, frames, n_mels), frame_lengths (batch,))`.
+
+        `warp_factors (batch,)`, when given, scales each clip's frequency axis before the mel filter
+        bank (`warp_frequency_axis`).
+        """
         waveform = waveform.float() * lengths_to_mask(lengths, waveform.shape[-1]).float()
         window = torch.hann_window(self.win_length, device=waveform.device)
         spec = torch.stft(
@@ -139,6 +161,8 @@ class LogMelSpectrogram(nn.Module):
         magnitude = spec.abs() if spec.is_complex() else spec.pow(2).sum(-1).sqrt()
         if self.power != 1.0:
             magnitude = magnitude.pow(self.power)
+        if warp_factors is not None:
+            magnitude = warp_frequency_axis(magnitude, warp_factors)
         mel = torch.matmul(magnitude.transpose(1, 2), self._filter_bank(waveform.device))
         frame_lengths = self.num_frames(lengths)
         log_mel = torch.log(mel.clamp(min=self.log_floor))

@@ -277,7 +277,8 @@ class LearnableScalePositionalEncoding(nn.Module):
 
 
 class LogMelFrontEnd(nn.Module):
-    """Waveform → log-mel `(batch, frames, n_mels)` with per-clip normalisation and frame lengths."""
+    """Waveform → log-mel `(batch, frames, n_mels)` with per-clip normalisation and frame lengths.
+    In training, `frequency_warp` perturbs each clip's vocal tract length before the filter bank."""
 
     def __init__(self, config: SpectrogramEmotionConfig):
         super().__init__()
@@ -291,6 +292,7 @@ class LogMelFrontEnd(nn.Module):
             f_max=config.f_max,
         )
         self.normalization = config.mel_normalization
+        self.frequency_warp = config.frequency_warp
         # Per-band statistics of the training data (running statistics, no affine parameters).
         self.corpus_norm = (
             MaskedBatchNorm2d(config.n_mels, affine=False) if self.normalization == "corpus" else None
@@ -299,7 +301,12 @@ class LogMelFrontEnd(nn.Module):
     def forward(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        log_mel, frame_lengths = self.mel(input_values, sample_lengths(input_values, attention_mask))
+        warp_factors = None
+        if self.training and self.frequency_warp > 0:
+            uniform = torch.rand(input_values.shape[0], device=input_values.device)
+            warp_factors = 1.0 + self.frequency_warp * (2.0 * uniform - 1.0)
+        lengths = sample_lengths(input_values, attention_mask)
+        log_mel, frame_lengths = self.mel(input_values, lengths, warp_factors)
         if self.normalization == "utterance":
             log_mel = normalize_per_clip(log_mel, frame_lengths)
         elif self.corpus_norm is not None:

@@ -18,6 +18,7 @@ from modeling import (
     SegmentCRNNEmotionConfig,
     SegmentCRNNForAudioClassification,
 )
+from modeling.emotion_layers import warp_frequency_axis
 from modeling.modeling_spectrogram_emotion import (
     FeatureMixing,
     MaskedBatchNorm2d,
@@ -426,6 +427,41 @@ def test_mixup_mixes_inputs_and_losses_in_training_only(family):
         out.logits, LABELS[mixing.permutation]
     )
     assert torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_frequency_warp_moves_a_tone_by_the_factor():
+    # A 1 kHz tone: after warping by 1.1 its peak lies at 1.1 kHz (bin width 31.25 Hz at n_fft 512).
+    seconds = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 1000.0 * seconds)
+    magnitude = torch.stft(tone, 512, 160, 400, torch.hann_window(400), return_complex=True).abs()
+    warped = warp_frequency_axis(magnitude.unsqueeze(0).repeat(2, 1, 1), torch.tensor([1.0, 1.1]))
+    hz_per_bin = 16000 / 512
+    peaks = warped.mean(-1).argmax(-1).float() * hz_per_bin
+    assert torch.equal(warped[0], magnitude)
+    assert abs(float(peaks[0]) - 1000.0) <= hz_per_bin / 2
+    assert abs(float(peaks[1]) - 1100.0) <= hz_per_bin / 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frequency_warp_only_in_training(family):
+    model = make_model(family, frequency_warp=0.1)
+    reference = make_model(family)
+    reference.load_state_dict(model.state_dict())
+    clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
+    features = featurize(model, clips)
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**features).logits, reference(**features).logits)
+        # Training-mode front ends (the same running statistics): only the warp differs.
+        model.encoder.front_end.train()
+        reference.encoder.front_end.train()
+        warped, _ = model.encoder.front_end(features["input_values"], features["attention_mask"])
+        plain, _ = reference.encoder.front_end(features["input_values"], features["attention_mask"])
+    assert warped.shape == plain.shape
+    assert not torch.allclose(warped, plain, atol=1e-3)
+    with pytest.raises(ValueError, match="frequency_warp"):
+        CNNTransformerEmotionConfig(frequency_warp=1.5)
 
 
 def test_feature_mixing_keeps_the_longer_length():
