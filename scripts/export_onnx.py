@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Export a saved emotion model to ONNX and check it against PyTorch with onnxruntime.
 
-    python scripts/export_onnx.py MODEL_DIR --output model.onnx [--opset N] [--exporter auto]
+    python scripts/export_onnx.py MODEL_DIR [--output model.onnx] [--opset N] [--exporter auto]
+
+Without `--output`, a local MODEL_DIR gets `MODEL_DIR/model.onnx`, which `scripts/predict.py`
+then runs with onnxruntime (`--backend auto`, the default; see its "Backend" section).
 
 The ONNX graph takes what the model's feature extractor returns (`return_tensors="np"`):
 `input_values` (float32, batch x samples), `attention_mask` (int32, batch x samples) and, for the
@@ -285,7 +288,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model_dir", help="Saved model directory (or Hub id).")
-    parser.add_argument("--output", required=True, help="ONNX file to write.")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="ONNX file to write (default: model.onnx in MODEL_DIR, where predict.py finds it; required "
+        "for a Hub id).",
+    )
     parser.add_argument(
         "--opset", type=int, default=None, help="ONNX opset (default 17 TorchScript, 18 dynamo)."
     )
@@ -297,7 +305,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tolerance", type=float, default=1e-3, help="Largest allowed |logit difference|.")
     parser.add_argument("--force", action="store_true", help="Try families listed as not exportable.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.output is None:
+        if not Path(args.model_dir).is_dir():
+            parser.error(f"--output is required: {args.model_dir!r} is not a local directory.")
+        args.output = str(Path(args.model_dir) / "model.onnx")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -6,6 +6,10 @@ plus the codec's and the resampler's state, whatever the file's length, and the 
 identical to a whole-file `AudioDecoder(path, sample_rate=sr, num_channels=1)` decode, which is what
 training uses (`datasets.Audio`) and what `pipeline(...)` gets from the `ffmpeg` command line.
 Every format FFmpeg reads is accepted (wav, flac, mp3, ogg/opus, m4a/aac, webm, video files, ...).
+
+Clips that prediction takes whole (up to `predict.py --long_threshold_seconds`) go through
+`read_clip` instead: one `AudioDecoder` call decoding at most the threshold plus a second, with
+the same samples and half the per-file overhead of the packet loop.
 """
 
 from __future__ import annotations
@@ -70,14 +74,18 @@ class AudioHeader:
     codec: str | None
 
 
-def _open(path: str | Path):
-    from torchcodec.decoders import Demuxer
-
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise AudioReadError(path, "no such file")
     if path.stat().st_size == 0:
         raise AudioReadError(path, "empty file (0 bytes)")
+
+
+def _open(path: str | Path):
+    from torchcodec.decoders import Demuxer
+
+    path = Path(path)
+    _check_file(path)
     try:
         demuxer = Demuxer(str(path), streams="audio")
     except Exception as error:  # FFmpeg's message says why (no audio stream, invalid data, ...)
@@ -99,6 +107,50 @@ def read_header(path: str | Path) -> AudioHeader:
         duration_seconds=getattr(metadata, "duration_seconds_from_header", None),
         codec=getattr(metadata, "codec", None),
     )
+
+
+def read_clip(
+    path: str | Path, sampling_rate: int, max_samples: int
+) -> tuple[AudioHeader, np.ndarray | None]:
+    """The header and, when the file holds at most `max_samples` samples at `sampling_rate`, its
+    whole audio (mono float32); None for a longer file, or one this call does not decode (no
+    audio frames, a decoding error part-way), which the caller streams instead (`stream_audio`
+    then yields what can be decoded and raises with the reason).
+
+    One FFmpeg call (torchcodec's `AudioDecoder`, range 0 to just past `max_samples`) opens and
+    decodes the file, about twice as fast as `stream_audio` on short clips; the samples are
+    identical to the whole-file decode and to `stream_audio`'s blocks concatenated (tested).
+    Memory stays bounded whatever the file's length or what its header claims: at most
+    `max_samples` plus one second are decoded.
+
+    Raises:
+        AudioReadError: missing or empty file, or one FFmpeg cannot open (the reasons of
+            `stream_audio`).
+    """
+    from torchcodec.decoders import AudioDecoder
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        decoder = AudioDecoder(str(path), sample_rate=int(sampling_rate), num_channels=1)
+    except Exception as error:
+        raise AudioReadError(path, f"cannot open as audio: {_reason(error)}") from error
+    metadata = decoder.metadata
+    header = AudioHeader(
+        sampling_rate=getattr(metadata, "sample_rate", None),
+        num_channels=getattr(metadata, "num_channels", None),
+        duration_seconds=getattr(metadata, "duration_seconds_from_header", None),
+        codec=getattr(metadata, "codec", None),
+    )
+    if header.duration_seconds is not None and header.duration_seconds > max_samples / sampling_rate + 1.0:
+        return header, None  # clearly long: not worth decoding the head twice
+    try:
+        samples = decoder.get_samples_played_in_range(0.0, max_samples / sampling_rate + 1.0).data
+    except Exception:  # e.g. no audio frames at all: the streaming path gives the usual reason
+        return header, None
+    if samples.ndim != 2 or samples.shape[0] != 1 or samples.shape[-1] > max_samples:
+        return header, None
+    return header, np.ascontiguousarray(samples[0].numpy(), dtype=np.float32)
 
 
 def stream_audio(path: str | Path, sampling_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:

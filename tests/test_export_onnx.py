@@ -118,3 +118,13 @@ def test_parity_failure_and_missing_model_exit_codes(tmp_path, caplog):
         assert "parity check failed" in caplog.text
         assert export_onnx.cli([str(tmp_path / "nowhere"), "--output", str(tmp_path / "x.onnx")]) == 2
         assert "cannot load model" in caplog.text
+
+
+def test_default_output_is_model_onnx_in_the_model_directory(tmp_path):
+    """Where `predict.py --backend auto` looks for it; a Hub id needs --output."""
+    model_dir = save_tiny("emotion_ssl", tmp_path / "model")
+    report = export_onnx.main([str(model_dir)])
+    assert report["output"] == str(model_dir / "model.onnx")
+    assert (model_dir / "model.onnx").is_file()
+    with pytest.raises(SystemExit):
+        export_onnx.parse_arguments(["someone/some-model"])
