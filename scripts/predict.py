@@ -8,8 +8,11 @@ MODEL is a model directory written by `train.py` or a Hub id; it is loaded with
 with a CTC head, AutoProcessor). PATH is a file, a folder (searched recursively for audio
 extensions) or a glob (`"data/**/*.wav"`, quoted).
 
-Every file is decoded by FFmpeg (through torchcodec) in blocks, down-mixed to mono and resampled
-to the model's rate, exactly as training decodes audio. Then:
+Every file is decoded by FFmpeg (through torchcodec), down-mixed to mono and resampled to the
+model's rate, exactly as training decodes audio: a short file in one call, a longer one in blocks.
+Decoding runs in a background thread, up to `--prefetch` files (and 240 s of audio) ahead of the
+model, so that it overlaps prediction; rows keep the input order (`--prefetch 0` decodes in the
+main thread). Then:
 
 - A file of at most `--long_threshold_seconds` is classified whole: one row, `segment` = "file".
   Files are batched by similar length (`ser_inference.predict_waveforms`), which gives the same
@@ -40,6 +43,19 @@ Exit status: 0 when at least one file was predicted (failures are in the rows an
 batch job over a folder with a few broken files still succeeds; `--strict` makes any failure exit
 1), 1 when every file failed, 2 when no input file was found or the model cannot be loaded.
 
+Backend (`--backend`): `auto` (default) runs the model's ONNX export with onnxruntime when
+`model.onnx` is in the model directory (or Hub repo; `--onnx` names another file), the device is
+the CPU and the dtype float32; otherwise PyTorch. `scripts/export_onnx.py MODEL` writes
+`MODEL/model.onnx`. onnxruntime gets the same intra-op thread count as torch
+(`torch.get_num_threads()`), the same feature extractor and the same batches; its logits differ from
+PyTorch's by about 1e-4 (labels the same, tested) and it runs 1.3-2x faster per clip on a CPU
+(`benchmarks/bench_inference.py`). At load, both run a probe batch of two synthetic clips; a
+graph whose logits differ by 1e-3 or more (an export of other weights, e.g. a stale file after
+retraining) is not used. Whenever onnxruntime is not used the log says why (no file, onnxruntime
+not installed, GPU device, non-float32 dtype, probe mismatch) and PyTorch runs; `--backend
+onnxruntime` logs that as a warning, `--backend torch` never looks for the file. The PyTorch
+model is loaded in every case (configuration, CTC frame lengths, the probe).
+
 Models that need F0 (`emotion_decomposed`, `speech_decomposition`) get it from their feature
 extractor (pyworld, `compute_pitch=True`); `--gender` selects the F0 search range and the training
 speakers' F0 statistics of that gender (default: unknown, which uses statistics of all speakers).
@@ -53,7 +69,9 @@ import glob
 import json
 import logging
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -67,13 +85,16 @@ for _path in (ROOT, ROOT / "scripts"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from ser_audio import AUDIO_EXTENSIONS, AudioReadError, read_header, sliding_windows, stream_audio  # noqa: E402
+from ser_audio import AUDIO_EXTENSIONS, AudioReadError, read_clip, sliding_windows, stream_audio  # noqa: E402
 from ser_data import AudioSettings, check_waveform  # noqa: E402
-from ser_inference import Prediction, default_max_batch_seconds, predict_waveforms  # noqa: E402
+from ser_inference import OnnxRunner, Prediction, default_max_batch_seconds, predict_waveforms  # noqa: E402
 
 logger = logging.getLogger("predict")
 
 BLOCK_SECONDS = 10.0  # decode block; together with one window batch it bounds memory
+PREFETCH_SECONDS = 240.0  # decoded audio waiting for the model, at most (plus one file)
+ONNX_FILE = "model.onnx"  # what export_onnx.py writes into a model directory by default
+ONNX_TOLERANCE = 1e-3  # largest |logit difference| from PyTorch on the load-time probe
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -107,6 +128,24 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "slower there), 160 s on GPU.",
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda:0', ...")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime"],
+        help="'auto': onnxruntime when the model's ONNX export is found (CPU, float32), else PyTorch; "
+        "'onnxruntime': the same, warning when it falls back to PyTorch; 'torch': PyTorch only.",
+    )
+    parser.add_argument(
+        "--onnx",
+        default=None,
+        help=f"ONNX file for the onnxruntime backend (default: {ONNX_FILE} in the model directory or Hub repo).",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=64,
+        help="Files decoded ahead in a background thread (at most 240 s of audio); 0 = no thread.",
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--window_seconds", type=float, default=4.0, help="Window length for long files.")
     parser.add_argument("--hop_seconds", type=float, default=2.0, help="Hop between windows of long files.")
@@ -139,6 +178,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--hop_seconds larger than --window_seconds would leave gaps between windows.")
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1.")
+    if args.prefetch < 0:
+        parser.error("--prefetch must be 0 or more.")
     return args
 
 
@@ -198,7 +239,8 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Predictor:
-    """A loaded model with its feature extractor (and CTC processor), predicting lists of clips."""
+    """A loaded model with its feature extractor (and CTC processor), predicting lists of clips;
+    with `onnx`, onnxruntime computes the outputs (see the module docstring, "Backend")."""
 
     model: torch.nn.Module
     extractor: Any
@@ -207,6 +249,11 @@ class Predictor:
     max_batch_seconds: float | None = None  # None: ser_inference.default_max_batch_seconds(device)
     gender: str | None = None
     min_seconds: float = 0.1
+    onnx: OnnxRunner | None = None
+
+    @property
+    def backend(self) -> str:
+        return "torch" if self.onnx is None else "onnxruntime"
 
     @property
     def sampling_rate(self) -> int:
@@ -226,6 +273,8 @@ class Predictor:
         """Padded audio per batch: the given cap, else the default for the model's device."""
         if self.max_batch_seconds is not None:
             return float(self.max_batch_seconds)
+        if self.onnx is not None:
+            return default_max_batch_seconds("cpu")
         return default_max_batch_seconds(next(self.model.parameters()).device)
 
     @property
@@ -258,6 +307,7 @@ class Predictor:
                     genders=genders,
                     max_batch_size=batch_size,
                     max_batch_seconds=self.batch_seconds,
+                    onnx=self.onnx,
                 )
             )
         except Exception as error:
@@ -296,7 +346,84 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
     )
     if not predictor.padding_invariant:
         logger.info("the backbone is not padding-invariant: files of different lengths are not batched")
+    backend = getattr(args, "backend", "torch")
+    if backend != "torch":
+        predictor.onnx, reason = load_onnx(args, model, extractor, device)
+        if predictor.onnx is None:
+            log = logger.warning if backend == "onnxruntime" else logger.info
+            log("backend: PyTorch, not onnxruntime: %s", reason)
+        else:
+            logger.info("backend: onnxruntime (%s, %d intra-op threads)", reason, predictor.onnx.threads)
+    else:
+        logger.info("backend: PyTorch (--backend torch)")
     return predictor
+
+
+def find_onnx_file(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """The ONNX file to use (`--onnx`, else `model.onnx` in the model directory or Hub repo), or
+    None and why not."""
+    if getattr(args, "onnx", None):
+        path = Path(args.onnx)
+        return (path, "") if path.is_file() else (None, f"--onnx {args.onnx}: no such file")
+    if Path(args.model).is_dir():
+        path = Path(args.model) / ONNX_FILE
+        if path.is_file():
+            return path, ""
+        return None, (
+            f"no {ONNX_FILE} in {args.model} (write it with: python scripts/export_onnx.py {args.model})"
+        )
+    try:  # a Hub id: the repo may hold the export too
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(args.model, ONNX_FILE)), ""
+    except Exception as error:
+        return None, f"no {ONNX_FILE} in the Hub repo {args.model} ({type(error).__name__})"
+
+
+def onnx_probe_difference(onnx: OnnxRunner, model: torch.nn.Module, extractor: Any) -> float:
+    """Largest |logit difference| between onnxruntime and PyTorch on a padded batch of two
+    synthetic clips (lengths the exporter's example does not have)."""
+    from export_onnx import synthetic_clip
+
+    sr = extractor.sampling_rate
+    clips = [synthetic_clip(1.17, 3, sr), synthetic_clip(0.61, 4, sr)]
+    features = extractor(clips, sampling_rate=sr, return_tensors="np")
+    with torch.inference_mode():
+        expected = model(**{k: torch.from_numpy(np.asarray(v)) for k, v in features.items()}).logits
+    got = onnx(features)["logits"]
+    if got.shape != tuple(expected.shape):
+        return float("inf")
+    return float(np.abs(got - expected.float().numpy()).max())
+
+
+def load_onnx(
+    args: argparse.Namespace, model: torch.nn.Module, extractor: Any, device: torch.device
+) -> tuple[OnnxRunner | None, str]:
+    """The onnxruntime session for `--backend auto/onnxruntime`, with what was loaded; or None and
+    the reason PyTorch is used instead."""
+    if device.type != "cpu":
+        return None, f"the device is {device} (this backend runs on the CPU; --device cpu selects it)"
+    if args.dtype != "float32":
+        return None, f"--dtype {args.dtype} (the ONNX export is float32)"
+    path, reason = find_onnx_file(args)
+    if path is None:
+        return None, reason
+    try:
+        onnx = OnnxRunner(path, threads=torch.get_num_threads())
+    except ImportError:
+        return None, "onnxruntime is not installed (pip install onnxruntime)"
+    except Exception as error:
+        return None, f"onnxruntime cannot load {path}: {type(error).__name__}: {str(error)[:300]}"
+    try:
+        difference = onnx_probe_difference(onnx, model, extractor)
+    except Exception as error:
+        return None, f"{path} failed on the probe batch: {type(error).__name__}: {str(error)[:300]}"
+    if not difference < ONNX_TOLERANCE:
+        return None, (
+            f"{path} does not match the model: max |logit difference| {difference:.2e} >= "
+            f"{ONNX_TOLERANCE:g} on a probe batch (exported from other weights? re-export it)"
+        )
+    return onnx, f"{path}, probe max |logit difference| {difference:.1e}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,6 +678,181 @@ def predict_long_file(
     writer.write([summary])
 
 
+@dataclass
+class LoadedFile:
+    """One input file after decoding: a short file's whole `waveform` (checked), or a long file's
+    decoded `head` blocks and the `rest` of its stream, or the `error` that made it fail."""
+
+    path: Path
+    waveform: np.ndarray | None = None
+    error: str | None = None
+    head: list[np.ndarray] = field(default_factory=list)
+    rest: Iterator[np.ndarray] | None = None
+    duration_hint: float | None = None
+
+    @property
+    def samples(self) -> int:
+        """Decoded samples held (what the prefetch queue counts)."""
+        if self.waveform is not None:
+            return len(self.waveform)
+        return sum(len(block) for block in self.head)
+
+
+def load_file(path: Path, predictor: Predictor, args: argparse.Namespace) -> LoadedFile:
+    """Decode one file up to the point where it is known to be short (whole waveform, checked as
+    training checks it) or long (head blocks + the open stream). Never raises for bad input."""
+    sr = predictor.sampling_rate
+    max_samples = None if args.max_file_seconds is None else int(args.max_file_seconds * sr)
+    threshold = int(args.long_threshold_seconds * sr)
+
+    def failed(reason: str) -> LoadedFile:
+        return LoadedFile(path, error=reason)
+
+    def short(waveform: np.ndarray) -> LoadedFile:
+        if max_samples is not None and len(waveform) > max_samples:
+            return failed(f"longer than --max_file_seconds ({args.max_file_seconds:g} s)")
+        reason = check_waveform(waveform, predictor.audio_settings)
+        return failed(reason) if reason is not None else LoadedFile(path, waveform=waveform)
+
+    try:
+        header, waveform = read_clip(path, sr, threshold)  # one decoder call for a short file
+    except AudioReadError as error:
+        return failed(error.reason)
+    if (
+        args.max_file_seconds is not None
+        and header.duration_seconds is not None
+        and header.duration_seconds > args.max_file_seconds
+    ):
+        return failed(
+            f"longer than --max_file_seconds ({header.duration_seconds:.1f} s > {args.max_file_seconds:g} s)"
+        )
+    if waveform is not None:
+        return short(waveform)
+    # Long (or not decodable in one call): stream it, deciding on the decoded length.
+    blocks = stream_audio(path, sr, BLOCK_SECONDS)
+    head: list[np.ndarray] = []
+    head_samples = 0
+    try:
+        for block in blocks:
+            head.append(block)
+            head_samples += len(block)
+            if max_samples is not None and head_samples > max_samples:
+                return failed(f"longer than --max_file_seconds ({args.max_file_seconds:g} s)")
+            if head_samples > threshold:
+                break
+    except AudioReadError as error:
+        return failed(error.reason)
+    if head_samples <= threshold:
+        return short(np.concatenate(head) if head else np.zeros(0, dtype=np.float32))
+    rest = _limited(blocks, None if max_samples is None else max_samples - head_samples)
+    return LoadedFile(path, head=head, rest=rest, duration_hint=header.duration_seconds)
+
+
+def load_file_safely(path: Path, predictor: Predictor, args: argparse.Namespace) -> LoadedFile:
+    """`load_file`, with any unexpected exception turned into the file's error."""
+    try:
+        return load_file(path, predictor, args)
+    except Exception as error:  # one file never stops the others
+        logger.debug("unexpected failure decoding %s", path, exc_info=True)
+        return LoadedFile(path, error=f"unexpected error: {type(error).__name__}: {error}")
+
+
+class _WorkerFailed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetched(
+    paths: list[Path], load: Any, max_items: int, max_samples: int | None = None
+) -> Iterator[LoadedFile]:
+    """`load(path)` of every path, in order, computed by a background thread that runs at most
+    `max_items` files and `max_samples` decoded samples ahead of the consumer (one file is always
+    allowed). `max_items` 0: no thread, each file is loaded when the consumer asks for it.
+
+    Every path yields exactly one result, in input order (`load` turns bad input into a result);
+    an exception that escapes `load` in the thread is raised here, in the consumer.
+    """
+    if max_items <= 0:
+        for path in paths:
+            yield load(path)
+        return
+    ready: deque = deque()
+    queued_samples = 0
+    condition = threading.Condition()
+    stop = False
+
+    def work() -> None:
+        nonlocal queued_samples
+        for path in paths:
+            try:
+                item = load(path)
+            except BaseException as error:  # handed to the consumer, which raises it
+                item = _WorkerFailed(error)
+            size = item.samples if isinstance(item, LoadedFile) else 0
+            with condition:
+                while (
+                    not stop
+                    and ready
+                    and (
+                        len(ready) >= max_items
+                        or (max_samples is not None and queued_samples + size > max_samples)
+                    )
+                ):
+                    condition.wait()
+                if stop:
+                    return
+                ready.append((item, size))
+                queued_samples += size
+                condition.notify_all()
+            if isinstance(item, _WorkerFailed):
+                return
+
+    worker = threading.Thread(target=work, name="predict-prefetch", daemon=True)
+    worker.start()
+    try:
+        for _ in paths:
+            with condition:
+                while not ready:
+                    if not worker.is_alive() and not ready:
+                        raise RuntimeError("the decoding thread stopped early")
+                    condition.wait(timeout=0.5)
+                item, size = ready.popleft()
+                queued_samples -= size
+                condition.notify_all()
+            if isinstance(item, _WorkerFailed):
+                raise item.error
+            yield item
+    finally:
+        with condition:
+            stop = True
+            condition.notify_all()
+        worker.join()
+
+
+def predict_loaded(
+    item: LoadedFile,
+    predictor: Predictor,
+    writer: RowWriter,
+    short_files: ShortFiles,
+    stats: RunStats,
+    args: argparse.Namespace,
+) -> None:
+    """Rows of one decoded file: an error row, the pending batch (short file), or windows now."""
+    if item.error is not None:
+        stats.fail(item.path, item.error)
+        short_files.flush()  # rows stay in input order
+        writer.write([writer.row(item.path, "file", error=item.error)])
+    elif item.waveform is not None:
+        stats.audio_seconds += len(item.waveform) / predictor.sampling_rate
+        short_files.add(item.path, item.waveform)
+    else:
+        short_files.flush()
+        stats.long_files += 1
+        blocks = chain(item.head, item.rest if item.rest is not None else ())
+        item.head = []  # the stream owns the blocks now
+        predict_long_file(item.path, blocks, predictor, writer, stats, args, item.duration_hint)
+
+
 def predict_file(
     path: Path,
     predictor: Predictor,
@@ -560,58 +862,28 @@ def predict_file(
     args: argparse.Namespace,
 ) -> None:
     """Classify one file: short ones join the pending batch, long ones are windowed now."""
-    sr = predictor.sampling_rate
-    max_samples = None if args.max_file_seconds is None else int(args.max_file_seconds * sr)
-
-    def fail(reason: str) -> None:
-        stats.fail(path, reason)
-        short_files.flush()  # rows stay in input order
-        writer.write([writer.row(path, "file", error=reason)])
-
-    try:
-        header = read_header(path)
-    except AudioReadError as error:
-        return fail(error.reason)
-    if (
-        args.max_file_seconds is not None
-        and header.duration_seconds is not None
-        and header.duration_seconds > args.max_file_seconds
-    ):
-        return fail(
-            f"longer than --max_file_seconds ({header.duration_seconds:.1f} s > {args.max_file_seconds:g} s)"
-        )
-    blocks = stream_audio(path, sr, BLOCK_SECONDS)
-    head: list[np.ndarray] = []
-    head_samples = 0
-    threshold = int(args.long_threshold_seconds * sr)
-    try:
-        for block in blocks:
-            head.append(block)
-            head_samples += len(block)
-            if max_samples is not None and head_samples > max_samples:
-                return fail(f"longer than --max_file_seconds ({args.max_file_seconds:g} s)")
-            if head_samples > threshold:
-                break
-    except AudioReadError as error:
-        return fail(error.reason)
-    if head_samples <= threshold:
-        waveform = np.concatenate(head) if head else np.zeros(0, dtype=np.float32)
-        reason = check_waveform(waveform, predictor.audio_settings)
-        if reason is not None:
-            return fail(reason)
-        stats.audio_seconds += len(waveform) / sr
-        short_files.add(path, waveform)
-        return None
-    short_files.flush()
-    stats.long_files += 1
-    rest = _limited(blocks, None if max_samples is None else max_samples - head_samples)
-    predict_long_file(path, chain(head, rest), predictor, writer, stats, args, header.duration_seconds)
-    return None
+    predict_loaded(load_file(path, predictor, args), predictor, writer, short_files, stats, args)
 
 
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
+
+
+def find_inputs(patterns: list[str]) -> tuple[list[Path], list[Path]]:
+    """The audio files named by `patterns`, and the explicitly named files that do not exist
+    (they get error rows; an empty folder or glob only a warning).
+
+    Raises:
+        PredictError: no audio file at all.
+    """
+    files, unmatched = find_audio_files(patterns)
+    missing = [Path(p) for p in unmatched if not glob.has_magic(p) and not Path(p).is_dir()]
+    for pattern in unmatched:
+        logger.warning("no audio file matches %r", pattern)
+    if not files:
+        raise PredictError(f"no audio files found in {patterns}")
+    return files, missing
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -622,35 +894,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     args = parse_arguments(argv)
     started = time.time()
-    files, unmatched = find_audio_files(args.paths)
-    # A file named explicitly that does not exist gets an error row; an empty folder or glob a warning.
-    missing = [Path(p) for p in unmatched if not glob.has_magic(p) and not Path(p).is_dir()]
-    for pattern in unmatched:
-        logger.warning("no audio file matches %r", pattern)
-    if not files:
-        raise PredictError(f"no audio files found in {args.paths}")
+    files, missing = find_inputs(args.paths)
     predictor = load_predictor(args)
+    return predict_files(predictor, files, args, missing, started)
+
+
+def predict_files(
+    predictor: Predictor,
+    files: list[Path],
+    args: argparse.Namespace,
+    missing: Iterable[Path] = (),
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Rows of `files` (and error rows of the `missing` ones) into `args.output` with a loaded
+    predictor (reusable across calls); returns the run's counts, as `main`."""
+    started = time.time() if started is None else started
+    missing = list(missing)
     writer = RowWriter(args.output, predictor.labels, predictor.has_ctc)
     stats = RunStats(files=len(files) + len(missing))
     short_files = ShortFiles(predictor, writer, stats)
+    max_samples = int(PREFETCH_SECONDS * predictor.sampling_rate)
+    loaded = prefetched(
+        files, lambda path: load_file_safely(path, predictor, args), args.prefetch, max_samples
+    )
     try:
         for path in missing:
             stats.fail(path, "no such file")
             writer.write([writer.row(path, "file", error="no such file")])
-        for path in _progress(len(files), "files", args.no_progress, files, unit="file"):
+        for item in _progress(len(files), "files", args.no_progress, loaded, unit="file"):
             try:
-                predict_file(path, predictor, writer, short_files, stats, args)
+                predict_loaded(item, predictor, writer, short_files, stats, args)
             except Exception as error:  # one file never stops the others
-                logger.debug("unexpected failure on %s", path, exc_info=True)
+                logger.debug("unexpected failure on %s", item.path, exc_info=True)
                 reason = f"unexpected error: {type(error).__name__}: {error}"
-                stats.fail(path, reason)
+                stats.fail(item.path, reason)
                 short_files.flush()
-                writer.write([writer.row(path, "file", error=reason)])
+                writer.write([writer.row(item.path, "file", error=reason)])
         short_files.flush()
     finally:
+        loaded.close()  # stops the decoding thread if a failure ended the loop early
         writer.close()
     result = {
         "output": str(args.output),
+        "backend": predictor.backend,
         "files": stats.files,
         "predicted": stats.files - stats.failed,
         "failed": stats.failed,

@@ -8,7 +8,11 @@ import csv
 import ctypes
 import gc
 import json
+import logging
+import shutil
+import sys
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import TINY_DECOMPOSITION, VOCAB, label_kwargs, speech_like, tiny_backbone_config
-from ser_audio import AudioReadError, read_audio, sliding_windows, stream_audio
+from ser_audio import AudioReadError, read_audio, read_clip, sliding_windows, stream_audio
 from ser_inference import predict_waveforms
 from torchcodec.decoders import AudioDecoder
 from transformers import (
@@ -471,3 +475,201 @@ def test_exit_status(models, tmp_path):
     assert predict.cli([str(models["ssl"]), str(empty), "--output", str(tmp_path / "o.csv")]) == 2
     with pytest.raises(SystemExit):
         predict.parse_arguments([str(models["ssl"]), str(bad), "--output", str(tmp_path / "o.txt")])
+
+
+# ----------------------------------------------------------------------------------------------
+# Faster paths: one-call decoding, the onnxruntime backend, the decoding thread
+# ----------------------------------------------------------------------------------------------
+
+
+def test_read_clip_equals_the_stream_decode_and_leaves_long_files_to_it(tmp_path):
+    stereo = write(tmp_path / "stereo.flac", stereo_44k(2.3, seed=1), 44100)
+    mono = write(tmp_path / "mono.ogg", speech_like(0.7, seed=2))
+    for path in (stereo, mono):
+        _, waveform = read_clip(path, SR, 3 * SR)
+        assert np.array_equal(waveform, read_audio(path, SR))
+        assert waveform.dtype == np.float32
+    assert read_clip(stereo, SR, 3 * SR)[0].num_channels == 2
+    assert read_clip(stereo, SR, 2 * SR)[1] is None  # 2.3 s > 2 s: the caller streams it
+    empty_audio = write(tmp_path / "header_only.wav", np.zeros(0, np.float32))
+    assert read_clip(empty_audio, SR, 3 * SR)[1] is None  # no frames: the stream path says why
+    with pytest.raises(AudioReadError, match="no such file"):
+        read_clip(tmp_path / "missing.wav", SR, SR)
+
+
+def exported_copy(models: dict[str, Path], family: str, directory: Path) -> Path:
+    """A copy of a test model with `model.onnx` written by export_onnx.py's default output (the
+    shared fixture directories stay without one)."""
+    import export_onnx
+
+    shutil.copytree(models[family], directory)
+    report = export_onnx.main([str(directory)])
+    assert Path(report["output"]) == directory / "model.onnx"
+    return directory
+
+
+@pytest.mark.parametrize("family", ["ssl", "ctc"])
+def test_onnxruntime_backend_gives_the_labels_of_torch_and_the_pipeline(models, tmp_path, family):
+    """Files of different lengths (padded into one batch), one at 44.1 kHz stereo: the default
+    backend finds model.onnx and runs onnxruntime; labels equal PyTorch's and the pipeline's,
+    probabilities within 1e-4, CTC transcripts equal."""
+    model_dir = exported_copy(models, family, tmp_path / "model")
+    files = [
+        write(tmp_path / "audio" / f"clip{i}.wav", speech_like(s, seed=10 + i))
+        for i, s in enumerate((0.3, 2.7, 0.9, 1.45, 0.55))
+    ]
+    files.append(write(tmp_path / "audio" / "stereo44k.flac", stereo_44k(1.2, seed=5), 44100))
+    outputs = {}
+    for backend in ("auto", "torch"):
+        output = tmp_path / f"{backend}.jsonl"
+        result = run(model_dir, files, output, "--backend", backend, "--batch_size", "8")
+        assert result["backend"] == ("onnxruntime" if backend == "auto" else "torch")
+        assert result["predicted"] == len(files)
+        outputs[backend] = read_rows(output)
+    classifier = pipeline("audio-classification", model=str(model_dir), trust_remote_code=True)
+    for onnx_row, torch_row, path in zip(outputs["auto"], outputs["torch"], files):
+        assert onnx_row["path"] == torch_row["path"] == str(path)
+        assert onnx_row["label"] == torch_row["label"]
+        assert onnx_row["probabilities"] == pytest.approx(torch_row["probabilities"], abs=1e-4)
+        expected = {p["label"]: p["score"] for p in classifier(str(path), top_k=None)}
+        assert onnx_row["label"] == max(expected, key=expected.get)
+        assert onnx_row["probabilities"] == pytest.approx(expected, abs=1e-4)
+        if family == "ctc":
+            assert onnx_row["transcript"] == torch_row["transcript"]
+            assert onnx_row["transcript"]
+    assert len({row["label"] for row in outputs["auto"]}) > 1  # the test model is not a constant
+
+
+def test_onnxruntime_backend_falls_back_to_torch_with_the_reason(models, tmp_path, caplog, monkeypatch):
+    files = [write(tmp_path / f"c{i}.wav", speech_like(s, seed=40 + i)) for i, s in enumerate((0.8, 1.6))]
+    expected = read_rows(run_and_path(models["ssl"], files, tmp_path / "reference.jsonl"))
+
+    def check(model_dir: Path, *extra: str) -> None:
+        output = tmp_path / "out.jsonl"
+        caplog.clear()
+        result = run(model_dir, files, output, *extra)
+        assert result["backend"] == "torch"
+        rows = read_rows(output)
+        assert [r["label"] for r in rows] == [r["label"] for r in expected]
+        assert [r["probabilities"] for r in rows] == [r["probabilities"] for r in expected]
+
+    with caplog.at_level(logging.INFO, logger="predict"):
+        check(models["ssl"])  # auto, no model.onnx: an info line
+        assert "backend: PyTorch, not onnxruntime: no model.onnx in" in caplog.text
+        check(models["ssl"], "--backend", "onnxruntime")  # asked for: a warning
+        assert any(r.levelno == logging.WARNING and "no model.onnx" in r.getMessage() for r in caplog.records)
+        check(models["ssl"], "--onnx", str(tmp_path / "nowhere.onnx"))
+        assert "--onnx" in caplog.text
+        assert "no such file" in caplog.text
+
+        exported = exported_copy(models, "ssl", tmp_path / "exported")
+        check(exported, "--backend", "torch")
+        assert "backend: PyTorch (--backend torch)" in caplog.text
+        with monkeypatch.context() as patch:
+            patch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+            check(exported)
+        assert "onnxruntime is not installed" in caplog.text
+        # Not on a GPU device, not in another dtype (the export is float32): said before any file is read.
+        args = predict.parse_arguments([str(exported), "x", "--output", str(tmp_path / "o.csv")])
+        model = AutoModelForAudioClassification.from_pretrained(exported, trust_remote_code=True)
+        extractor = AutoFeatureExtractor.from_pretrained(exported, trust_remote_code=True)
+        onnx, reason = predict.load_onnx(args, model, extractor, torch.device("cuda", 0))
+        assert onnx is None
+        assert "the device is cuda:0" in reason
+        args.dtype = "bfloat16"
+        onnx, reason = predict.load_onnx(args, model, extractor, torch.device("cpu"))
+        assert onnx is None
+        assert "--dtype bfloat16" in reason
+
+        # A stale export (of other weights) is caught by the load-time probe.
+        stale = tmp_path / "stale"
+        shutil.copytree(models["ssl"], stale)
+        other = exported_copy(models, "ssl_group", tmp_path / "other")
+        shutil.copyfile(other / "model.onnx", stale / "model.onnx")
+        check(stale)
+        assert "does not match the model" in caplog.text
+
+
+def test_decoding_thread_keeps_input_order_and_every_error_row(models, tmp_path, monkeypatch):
+    """Good files of different lengths between bad ones and a long recording, a queue of 2 files:
+    the rows (order, labels, probabilities, errors, windows) are those of decoding in the main
+    thread; a file whose decoding raises unexpectedly still gets its error row."""
+    folder = tmp_path / "mixed"
+    write(folder / "a_good.wav", speech_like(1.3, seed=1))
+    (folder / "b_corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    write(folder / "c_good.flac", speech_like(0.4, seed=2))
+    (folder / "d_empty.wav").write_bytes(b"")
+    write(folder / "e_long.wav", speech_like(7.0, seed=3))  # > --long_threshold_seconds 5: windows
+    write(folder / "f_silent.wav", np.zeros(SR, np.float32))
+    write(folder / "g_raises.wav", speech_like(0.9, seed=4))
+    write(folder / "h_good.ogg", speech_like(2.2, seed=5))
+    write(folder / "i_short.wav", speech_like(0.05, seed=6))
+    write(folder / "j_good.wav", speech_like(0.75, seed=7))
+    real_read_clip = predict.read_clip
+
+    def read_clip_failing_once(path, *args, **kwargs):
+        if Path(path).name == "g_raises.wav":
+            time.sleep(0.05)  # the consumer catches up and waits on the queue
+            raise MemoryError("simulated")
+        return real_read_clip(path, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "read_clip", read_clip_failing_once)
+    rows = {}
+    for prefetch in ("0", "2"):
+        output = tmp_path / f"prefetch{prefetch}.jsonl"
+        options = ["--prefetch", prefetch, "--long_threshold_seconds", "5", "--batch_size", "2"]
+        result = run(models["ssl"], [folder], output, *options)
+        assert (result["files"], result["failed"], result["long_files"]) == (10, 5, 1)
+        rows[prefetch] = read_rows(output)
+    assert rows["2"] == rows["0"]
+    files = [(Path(r["path"]).name, r["segment"]) for r in rows["2"] if r["segment"] != "window"]
+    assert [name for name, _ in files] == sorted(p.name for p in folder.iterdir())
+    errors = {Path(r["path"]).name: r["error"] for r in rows["2"] if r["segment"] == "file" and r["error"]}
+    assert set(errors) == {"b_corrupt.wav", "d_empty.wav", "f_silent.wav", "g_raises.wav", "i_short.wav"}
+    assert errors["g_raises.wav"] == "unexpected error: MemoryError: simulated"
+    assert len([r for r in rows["2"] if r["segment"] == "window"]) == 3  # 0-4, 2-6, 3-7 s
+
+
+def test_prefetched_bounds_the_queue_keeps_order_and_raises_in_the_consumer():
+    produced, consumed, ahead = [], [], []
+
+    def load(index: int) -> predict.LoadedFile:
+        time.sleep(0.002 * (index % 3))  # uneven decoding times
+        produced.append(index)
+        ahead.append(len(produced) - len(consumed))
+        return predict.LoadedFile(Path(f"{index}.wav"), waveform=np.zeros(100 * (1 + index % 4), np.float32))
+
+    for item in predict.prefetched(list(range(30)), load, max_items=3):
+        time.sleep(0.003)  # a slower consumer: the thread fills the queue and waits
+        consumed.append(int(item.path.stem))
+    assert consumed == list(range(30))
+    assert max(ahead) <= 3 + 2  # the queue, the file the consumer holds and the one just decoded
+    # A sample bound below two files' worth: one file at a time is still allowed.
+    produced.clear(), consumed.clear(), ahead.clear()
+    for item in predict.prefetched(list(range(10)), load, max_items=5, max_samples=150):
+        time.sleep(0.003)
+        consumed.append(int(item.path.stem))
+    assert consumed == list(range(10))
+    assert max(ahead) <= 1 + 2  # one file queued (not 5)
+
+    def broken(index: int) -> predict.LoadedFile:
+        if index == 4:
+            raise KeyError("escaped")
+        return predict.LoadedFile(Path(f"{index}.wav"), error="x")
+
+    got = []
+
+    def consume() -> None:
+        for item in predict.prefetched(list(range(8)), broken, max_items=2):
+            got.append(item.path.stem)
+
+    with pytest.raises(KeyError, match="escaped"):
+        consume()
+    assert got == ["0", "1", "2", "3"]
+    # Closing the generator early stops the thread.
+    before = threading.active_count()
+    stream = predict.prefetched(list(range(100)), load, max_items=2)
+    next(stream)
+    stream.close()
+    assert threading.active_count() == before
+    assert not any(t.name == "predict-prefetch" for t in threading.enumerate())
