@@ -17,7 +17,8 @@ main thread). Then:
 - A file of at most `--long_threshold_seconds` is classified whole: one row, `segment` = "file".
   Files are batched by similar length (`ser_inference.predict_waveforms`), which gives the same
   labels and probabilities as `pipeline("audio-classification", model=MODEL,
-  trust_remote_code=True)` on the same file. Models whose backbone is not padding-invariant
+  trust_remote_code=True)` on the same file (probabilities within 1e-4 with the onnxruntime
+  backend, see "Backend" below). Models whose backbone is not padding-invariant
   (GroupNorm feature encoders such as wav2vec2-base) are run one file at a time for that reason.
 - A longer file (minutes to hours) is never loaded whole: overlapping windows of
   `--window_seconds` every `--hop_seconds` (plus one window aligned with the end) are classified
@@ -47,14 +48,16 @@ Backend (`--backend`): `auto` (default) runs the model's ONNX export with onnxru
 `model.onnx` is in the model directory (or Hub repo; `--onnx` names another file), the device is
 the CPU and the dtype float32; otherwise PyTorch. `scripts/export_onnx.py MODEL` writes
 `MODEL/model.onnx`. onnxruntime gets the same intra-op thread count as torch
-(`torch.get_num_threads()`), the same feature extractor and the same batches; its logits differ from
-PyTorch's by about 1e-4 (labels the same, tested) and it runs 1.3-2x faster per clip on a CPU
-(`benchmarks/bench_inference.py`). At load, both run a probe batch of two synthetic clips; a
+(`torch.get_num_threads()`), the same feature extractor and the same batches. Its logits differ
+from PyTorch's by less than 1e-4 (the same labels in the tests and on the benchmark's 200 clips;
+only a clip whose two best logits are that close could change label), and it ran 1.35x faster than
+PyTorch on one CPU thread (`benchmarks/bench_inference.py`: 17.2 s vs 23.3 s for 200 clips, 1,387 s
+of audio; 1.3-2x in per-clip probes). At load, both run a probe batch of two synthetic clips; a
 graph whose logits differ by 1e-3 or more (an export of other weights, e.g. a stale file after
 retraining) is not used. Whenever onnxruntime is not used the log says why (no file, onnxruntime
 not installed, GPU device, non-float32 dtype, probe mismatch) and PyTorch runs; `--backend
-onnxruntime` logs that as a warning, `--backend torch` never looks for the file. The PyTorch
-model is loaded in every case (configuration, CTC frame lengths, the probe).
+onnxruntime` logs that as a warning, `--backend torch` never looks for the file. The PyTorch model
+is loaded in every case (configuration, CTC frame lengths, the probe).
 
 Models that need F0 (`emotion_decomposed`, `speech_decomposition`) get it from their feature
 extractor (pyworld, `compute_pitch=True`); `--gender` selects the F0 search range and the training

@@ -4,8 +4,8 @@ Clips are sorted by length and packed into batches capped both in count and in p
 so that padding stays small and memory stays bounded; results come back in input order.
 
 The logits come from the PyTorch model, or from its ONNX export (`scripts/export_onnx.py`) run
-by onnxruntime (`OnnxRunner`, CPU): same feature extractor, same batches, logits within about
-1e-4 of PyTorch's, 1.3-2x faster per clip on CPU for the wav2vec2-style families
+by onnxruntime (`OnnxRunner`, CPU): same feature extractor, same batches, logits within 1e-4 of
+PyTorch's; 1.35x faster than PyTorch on one CPU thread for the benchmark's wav2vec2-style model
 (`benchmarks/bench_inference.py`).
 """
 

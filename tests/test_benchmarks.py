@@ -66,9 +66,20 @@ def test_f0_padding_and_long_audio_figures(quick_results):
 
 
 def test_inference_labels_agree(quick_results):
+    """Every pass (files and in memory, onnxruntime and PyTorch) gives the labels of the pipeline
+    on the files; the headline pass ran onnxruntime on the export made beforehand."""
     details = quick_results["runs"]["inference"]["details"]
     assert details["label_mismatches"] == 0
     assert sum(details["label_counts"].values()) == details["clips"]
+    by_pass = details["label_mismatches_by_pass"]
+    assert len(by_pass) == 7
+    assert set(by_pass.values()) == {0}
+    assert set(details["times_s"]) == set(by_pass)
+    assert all(len(t) == details["rounds"] for t in details["times_s"].values())
+    assert details["onnxruntime_threads"] == details["torch_threads"] == 1
+    assert details["max_abs_logit_difference_onnxruntime_vs_torch"] < 1e-3
+    assert details["preparation_s"]["onnx_export"] > 0
+    assert details["in_memory_speedup"] > 0
 
 
 def test_gpu_entry(quick_results):
