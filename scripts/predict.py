@@ -910,7 +910,8 @@ def predict_files(
     started: float | None = None,
 ) -> dict[str, Any]:
     """Rows of `files` (and error rows of the `missing` ones) into `args.output` with a loaded
-    predictor (reusable across calls); returns the run's counts, as `main`."""
+    predictor (reusable across calls); returns the run's counts, as `main`. `args` is what
+    `parse_arguments` returns (a namespace without `prefetch` decodes in the main thread)."""
     started = time.time() if started is None else started
     missing = list(missing)
     writer = RowWriter(args.output, predictor.labels, predictor.has_ctc)
@@ -918,7 +919,7 @@ def predict_files(
     short_files = ShortFiles(predictor, writer, stats)
     max_samples = int(PREFETCH_SECONDS * predictor.sampling_rate)
     loaded = prefetched(
-        files, lambda path: load_file_safely(path, predictor, args), args.prefetch, max_samples
+        files, lambda path: load_file_safely(path, predictor, args), getattr(args, "prefetch", 0), max_samples
     )
     try:
         for path in missing:
