@@ -1,6 +1,6 @@
-"""scripts/predict.py and scripts/ser_audio.py: files, folders and globs, output schemas, equality
-with `pipeline("audio-classification")`, CTC transcripts, long recordings in bounded memory,
-resampling and down-mixing, and bad files."""
+"""scripts/predict.py (with ser_inputs.py, ser_rows.py, ser_backend.py) and scripts/ser_audio.py:
+files, folders and globs, output schemas, equality with `pipeline("audio-classification")`, CTC
+transcripts, long recordings in bounded memory, resampling and down-mixing, and bad files."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import numpy as np
 import predict
 import psutil
 import pytest
+import ser_inputs
+import ser_rows
 import soundfile as sf
 import torch
 from conftest import TINY_DECOMPOSITION, VOCAB, label_kwargs, speech_like, tiny_backbone_config
@@ -406,10 +408,10 @@ def test_memory_does_not_grow_with_recording_length(models, tmp_path):
     predictor = predict.load_predictor(args)
 
     def predict_one(path: Path) -> None:
-        writer = predict.RowWriter(args.output, predictor.labels, transcripts=False)
-        stats = predict.RunStats()
-        short_files = predict.ShortFiles(predictor, writer, stats)
-        predict.predict_file(path, predictor, writer, short_files, stats, args)
+        writer = ser_rows.RowWriter(args.output, predictor.labels, transcripts=False)
+        stats = ser_rows.RunStats()
+        short_files = ser_rows.ShortFiles(predictor, writer, stats)
+        ser_rows.predict_file(path, predictor, writer, short_files, stats, args)
         writer.close()
         assert (stats.failed, stats.long_files) == (0, 1)
 
@@ -605,7 +607,7 @@ def test_decoding_thread_keeps_input_order_and_every_error_row(models, tmp_path,
     write(folder / "h_good.ogg", speech_like(2.2, seed=5))
     write(folder / "i_short.wav", speech_like(0.05, seed=6))
     write(folder / "j_good.wav", speech_like(0.75, seed=7))
-    real_read_clip = predict.read_clip
+    real_read_clip = ser_inputs.read_clip
 
     def read_clip_failing_once(path, *args, **kwargs):
         if Path(path).name == "g_raises.wav":
@@ -613,7 +615,7 @@ def test_decoding_thread_keeps_input_order_and_every_error_row(models, tmp_path,
             raise MemoryError("simulated")
         return real_read_clip(path, *args, **kwargs)
 
-    monkeypatch.setattr(predict, "read_clip", read_clip_failing_once)
+    monkeypatch.setattr(ser_inputs, "read_clip", read_clip_failing_once)
     rows = {}
     for prefetch in ("0", "2"):
         output = tmp_path / f"prefetch{prefetch}.jsonl"
@@ -633,34 +635,36 @@ def test_decoding_thread_keeps_input_order_and_every_error_row(models, tmp_path,
 def test_prefetched_bounds_the_queue_keeps_order_and_raises_in_the_consumer():
     produced, consumed, ahead = [], [], []
 
-    def load(index: int) -> predict.LoadedFile:
+    def load(index: int) -> ser_inputs.LoadedFile:
         time.sleep(0.002 * (index % 3))  # uneven decoding times
         produced.append(index)
         ahead.append(len(produced) - len(consumed))
-        return predict.LoadedFile(Path(f"{index}.wav"), waveform=np.zeros(100 * (1 + index % 4), np.float32))
+        return ser_inputs.LoadedFile(
+            Path(f"{index}.wav"), waveform=np.zeros(100 * (1 + index % 4), np.float32)
+        )
 
-    for item in predict.prefetched(list(range(30)), load, max_items=3):
+    for item in ser_inputs.prefetched(list(range(30)), load, max_items=3):
         time.sleep(0.003)  # a slower consumer: the thread fills the queue and waits
         consumed.append(int(item.path.stem))
     assert consumed == list(range(30))
     assert max(ahead) <= 3 + 2  # the queue, the file the consumer holds and the one just decoded
     # A sample bound below two files' worth: one file at a time is still allowed.
     produced.clear(), consumed.clear(), ahead.clear()
-    for item in predict.prefetched(list(range(10)), load, max_items=5, max_samples=150):
+    for item in ser_inputs.prefetched(list(range(10)), load, max_items=5, max_samples=150):
         time.sleep(0.003)
         consumed.append(int(item.path.stem))
     assert consumed == list(range(10))
     assert max(ahead) <= 1 + 2  # one file queued (not 5)
 
-    def broken(index: int) -> predict.LoadedFile:
+    def broken(index: int) -> ser_inputs.LoadedFile:
         if index == 4:
             raise KeyError("escaped")
-        return predict.LoadedFile(Path(f"{index}.wav"), error="x")
+        return ser_inputs.LoadedFile(Path(f"{index}.wav"), error="x")
 
     got = []
 
     def consume() -> None:
-        for item in predict.prefetched(list(range(8)), broken, max_items=2):
+        for item in ser_inputs.prefetched(list(range(8)), broken, max_items=2):
             got.append(item.path.stem)
 
     with pytest.raises(KeyError, match="escaped"):
@@ -668,7 +672,7 @@ def test_prefetched_bounds_the_queue_keeps_order_and_raises_in_the_consumer():
     assert got == ["0", "1", "2", "3"]
     # Closing the generator early stops the thread.
     before = threading.active_count()
-    stream = predict.prefetched(list(range(100)), load, max_items=2)
+    stream = ser_inputs.prefetched(list(range(100)), load, max_items=2)
     next(stream)
     stream.close()
     assert threading.active_count() == before
