@@ -62,4 +62,4 @@ def test_fill_unvoiced_gaps():
 
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="dio_fast"):
-        EmotionFeatureExtractor(f0_method="yin")
+        EmotionFeatureExtractor(f0_method="crepe")
