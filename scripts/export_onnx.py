@@ -94,6 +94,7 @@ EXPORT_PLANS = {
     "speech_decomposition": ExportPlan("legacy"),
 }
 DEFAULT_OPSET = {"legacy": 17, "dynamo": 18}
+DEFAULT_TOLERANCE = 1e-3  # largest allowed |onnxruntime - PyTorch| output difference
 EXPORT_SECONDS = (1.3, 0.8)  # the traced example: two clips, one padded
 PARITY_SECONDS = ((2.1, 0.45, 1.0), (0.7,), (3.2, 1.6))  # other lengths and batch sizes
 
@@ -276,6 +277,61 @@ def parity(model: torch.nn.Module, extractor: Any, path: Path) -> dict[str, Any]
     return {"max_abs_diff": differences, "inputs": graph_inputs, "outputs": output_names}
 
 
+def export_plan(model_type: str) -> ExportPlan:
+    """The family's plan; a family not listed is tried with the dynamo exporter."""
+    return EXPORT_PLANS.get(model_type, ExportPlan("dynamo"))
+
+
+def export_checked(
+    model: torch.nn.Module,
+    extractor: Any,
+    output: Path,
+    exporter: str = "auto",
+    opset: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    force: bool = False,
+    name: str = "the model",
+) -> dict[str, Any]:
+    """Export with the family's exporter (`exporter` "auto"), then check onnxruntime against
+    PyTorch (`parity`); returns the report. `name` is what the log calls the model.
+
+    Raises:
+        NotExportableError: the family is listed as not exportable (and not `force`).
+        AssertionError: the largest difference is not below `tolerance` (the file stays written).
+        Exception: whatever the exporter raises.
+    """
+    started = time.time()
+    model_type = model.config.model_type
+    plan = export_plan(model_type)
+    if plan.reason is not None and not force:
+        raise NotExportableError(f"{model_type} models cannot be exported to ONNX: {plan.reason}")
+    exporter = plan.exporter if exporter == "auto" else exporter
+    logger.info("exporting %s (%s) with the %s exporter ...", name, model_type, exporter)
+    export(model, extractor, output, exporter, opset)
+    report = parity(model, extractor, output)
+    worst = max(report["max_abs_diff"].values())
+    report.update(
+        {
+            "output": str(output),
+            "model_type": model_type,
+            "exporter": exporter,
+            "opset": opset or DEFAULT_OPSET[exporter],
+            "tolerance": tolerance,
+            "size_mb": round(output.stat().st_size / 2**20, 2),
+            "wall_time_s": round(time.time() - started, 1),
+        }
+    )
+    logger.info(
+        "onnxruntime vs PyTorch on padded batches %s: max |difference| %s (tolerance %g)",
+        list(PARITY_SECONDS),
+        ", ".join(f"{k} {v:.2e}" for k, v in report["max_abs_diff"].items()),
+        tolerance,
+    )
+    if worst >= tolerance:
+        raise AssertionError(f"parity check failed: max |difference| {worst:.3e} >= {tolerance:g}")
+    return report
+
+
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
@@ -303,7 +359,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="'dynamo' (torch.export), 'legacy' (TorchScript) or 'auto' (the family's, see below).",
     )
-    parser.add_argument("--tolerance", type=float, default=1e-3, help="Largest allowed |logit difference|.")
+    parser.add_argument(
+        "--tolerance", type=float, default=DEFAULT_TOLERANCE, help="Largest allowed |logit difference|."
+    )
     parser.add_argument("--force", action="store_true", help="Try families listed as not exportable.")
     args = parser.parse_args(argv)
     if args.output is None:
@@ -322,38 +380,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model, extractor = load(args.model_dir)
     except Exception as error:
         raise NotExportableError(f"cannot load model {args.model_dir!r}: {error}") from error
-    model_type = model.config.model_type
-    plan = EXPORT_PLANS.get(model_type, ExportPlan("dynamo"))
-    if plan.reason is not None and not args.force:
-        raise NotExportableError(f"{model_type} models cannot be exported to ONNX: {plan.reason}")
-    exporter = plan.exporter if args.exporter == "auto" else args.exporter
-    output = Path(args.output)
-    logger.info("exporting %s (%s) with the %s exporter ...", args.model_dir, model_type, exporter)
-    export(model, extractor, output, exporter, args.opset)
-    report = parity(model, extractor, output)
-    worst = max(report["max_abs_diff"].values())
-    report.update(
-        {
-            "output": str(output),
-            "model_type": model_type,
-            "exporter": exporter,
-            "opset": args.opset or DEFAULT_OPSET[exporter],
-            "tolerance": args.tolerance,
-            "size_mb": round(output.stat().st_size / 2**20, 2),
-            "wall_time_s": round(time.time() - started, 1),
-        }
+    report = export_checked(
+        model,
+        extractor,
+        Path(args.output),
+        exporter=args.exporter,
+        opset=args.opset,
+        tolerance=args.tolerance,
+        force=args.force,
+        name=args.model_dir,
     )
-    logger.info(
-        "onnxruntime vs PyTorch on padded batches %s: max |difference| %s (tolerance %g)",
-        list(PARITY_SECONDS),
-        ", ".join(f"{k} {v:.2e}" for k, v in report["max_abs_diff"].items()),
-        args.tolerance,
-    )
-    if worst >= args.tolerance:
-        raise AssertionError(f"parity check failed: max |difference| {worst:.3e} >= {args.tolerance:g}")
+    report["wall_time_s"] = round(time.time() - started, 1)  # loading included, as before
     logger.info(
         "wrote %s (%.1f MB, inputs %s, outputs %s)",
-        output,
+        report["output"],
         report["size_mb"],
         report["inputs"],
         report["outputs"],
