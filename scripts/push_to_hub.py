@@ -3,7 +3,7 @@
 
     python scripts/push_to_hub.py OUTPUT_DIR --repo_id OWNER/NAME [--private] [--create_pr]
         [--revision BRANCH] [--fold K] [--recipe configs/x.json] [--license mit] [--language en]
-        [--space_id OWNER/NAME] [--dry_run --local_dir DIR]
+        [--space_id OWNER/NAME] [--export_onnx] [--dry_run --local_dir DIR]
 
 OUTPUT_DIR is a `train.py` output directory (`results.json` at the top) or a `cross_validate.py`
 directory (`cv_results.json`; the model of the fold with the best validation UA is published
@@ -18,6 +18,15 @@ upload the folder with `HfApi.upload_folder` (`--create_pr` opens a pull request
 pushes to a branch). `--space_id` also creates/updates the Gradio Space from `spaces/`, with the
 model id filled in. `--dry_run --local_dir DIR` writes the exact folder(s) that would be uploaded
 (the Space to `DIR-space`) and uploads nothing.
+
+`--export_onnx` also exports the model to ONNX into the upload folder as `model.onnx`
+(`scripts/export_onnx.py`'s exporter for the family), runs onnxruntime against the PyTorch model on
+padded batches of clips of new lengths and refuses to upload anything unless the largest output
+difference is below 1e-3 (what `predict.py` accepts); the model card then says how to use it.
+`python scripts/predict.py OWNER/NAME FILES --output out.csv` (`--backend auto`, the default)
+downloads `model.onnx` and runs it with onnxruntime on the CPU. A family that cannot be exported
+(`emotion_segment_crnn`) is refused with the reason before anything is staged; publish it without
+`--export_onnx`.
 
 Token: `HF_TOKEN` or the token stored by `hf auth login`. It is never printed or written to a file.
 The recipe (model and data arguments) is read from `--recipe`, or from `recipe.json` in the output
@@ -47,8 +56,9 @@ REMOTE_CHECK_FLAG = "--_remote_check"
 
 logger = logging.getLogger("push_to_hub")
 
-# What may be published: weights as safetensors, JSON configs, code, the card and images.
-ALLOWED_SUFFIXES = {".json", ".safetensors", ".py", ".md", ".png", ".txt"}
+# What may be published: weights as safetensors (and the ONNX export, a protobuf that holds no
+# code), JSON configs, code, the card and images.
+ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".py", ".md", ".png", ".txt"}
 FORBIDDEN_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz", ".joblib"}
 SPACE_SUFFIXES = {".py", ".txt", ".md", ".wav", ".flac", ".json", ".png"}
 LOGITS_TOLERANCE = 1e-5
@@ -78,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--language", nargs="*", default=[], help="Language codes for the card metadata")
     parser.add_argument("--commit_message", default=None)
     parser.add_argument("--space_id", default=None, help="Also create/update this Gradio Space")
+    parser.add_argument(
+        "--export_onnx",
+        action="store_true",
+        help="Also upload model.onnx (exported and checked against PyTorch; predict.py --backend auto uses it)",
+    )
     parser.add_argument("--dry_run", action="store_true", help="Stage into --local_dir, upload nothing")
     parser.add_argument("--local_dir", type=Path, default=None, help="Where --dry_run writes the folder")
     args = parser.parse_args(argv)
@@ -217,6 +232,46 @@ def stage_model(loaded: LoadedModel, staging: Path) -> list[str]:
     if loaded.processor is not None:
         loaded.processor.save_pretrained(staging)
     return sorted(p.name for p in staging.glob("*.py"))
+
+
+def check_exportable(model_dir: Path) -> None:
+    """Refuse `--export_onnx` for a family export_onnx.py cannot export, before any work."""
+    from export_onnx import export_plan
+
+    model_type = _read_json(model_dir / "config.json").get("model_type")
+    reason = export_plan(str(model_type)).reason
+    if reason is not None:
+        raise PublishError(
+            f"--export_onnx: {model_type} models cannot be exported to ONNX: {reason} "
+            "Publish without --export_onnx (predict.py then runs the model with PyTorch)."
+        )
+
+
+def stage_onnx(loaded: LoadedModel, staging: Path, name: str) -> dict[str, Any]:
+    """Export the model into `staging` and check onnxruntime against PyTorch with the tolerance
+    predict.py's load-time probe accepts; returns export_onnx's report. Any failure is a
+    PublishError, raised before anything is uploaded."""
+    import export_onnx
+    from ser_backend import ONNX_FILE, ONNX_TOLERANCE
+
+    rerun = f"(python scripts/export_onnx.py {name} --output model.onnx shows the details)"
+    try:
+        return export_onnx.export_checked(
+            loaded.model, loaded.extractor, staging / ONNX_FILE, tolerance=ONNX_TOLERANCE, name=name
+        )
+    except export_onnx.NotExportableError as error:
+        raise PublishError(f"--export_onnx: {error}") from None
+    except ImportError as error:
+        raise PublishError(f"--export_onnx needs onnx and onnxruntime ({error})") from None
+    except AssertionError as error:
+        raise PublishError(
+            f"--export_onnx: onnxruntime does not reproduce the PyTorch model: {error}; nothing was uploaded"
+        ) from None
+    except Exception as error:  # the exporters' own errors, often pages of graph dump
+        raise PublishError(
+            f"--export_onnx: the ONNX export failed: {type(error).__name__}: "
+            f"{export_onnx.first_line(error)}; nothing was uploaded {rerun}"
+        ) from None
 
 
 def check_staged_files(staging: Path, token: str | None) -> None:
@@ -367,7 +422,12 @@ def _remote_check_main(argv: list[str]) -> None:
 
 
 def write_card_and_extras(
-    args: argparse.Namespace, source: Source, loaded: LoadedModel, staging: Path, code_files: list[str]
+    args: argparse.Namespace,
+    source: Source,
+    loaded: LoadedModel,
+    staging: Path,
+    code_files: list[str],
+    onnx: dict[str, Any] | None = None,
 ) -> None:
     from ser_card import CONFUSION_FILE, TRAINING_CONFIG_FILE, CardInputs, build_model_card, training_config
 
@@ -388,6 +448,13 @@ def write_card_and_extras(
         license=args.license,
         languages=list(args.language),
         space_id=args.space_id,
+        onnx=None
+        if onnx is None
+        else {
+            "file": Path(onnx["output"]).name,
+            "outputs": onnx["outputs"],
+            "max_abs_diff": onnx["max_abs_diff"],
+        },
     )
     if source.confusion_png is not None:
         shutil.copyfile(source.confusion_png, staging / CONFUSION_FILE)
@@ -490,13 +557,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if folder is not None and folder.exists() and any(folder.iterdir()):
                 raise PublishError(f"{folder} is not empty; give --local_dir a new or empty directory")
     source = resolve_source(args.output_dir, args.fold)
+    if args.export_onnx:
+        check_exportable(source.model_dir)
     loaded = load_local_model(source.model_dir)
     with tempfile.TemporaryDirectory(prefix="push_to_hub_") as tmp:
         staging, space_staging, workdir = Path(tmp, "model"), Path(tmp, "space"), Path(tmp, "check")
         staging.mkdir()
         workdir.mkdir()
         code_files = stage_model(loaded, staging)
-        write_card_and_extras(args, source, loaded, staging, code_files)
+        onnx = stage_onnx(loaded, staging, str(source.model_dir)) if args.export_onnx else None
+        write_card_and_extras(args, source, loaded, staging, code_files, onnx)
         check_staged_files(staging, token)
         logger.info("Reloading the staged folder with trust_remote_code in a fresh interpreter")
         remote_check(staging, loaded, workdir)
@@ -508,6 +578,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ):
                 raise PublishError("the staged Space contains the Hub token")
         summary: dict[str, Any] = {"files": sorted(p.name for p in staging.iterdir()), "fold": source.fold}
+        if onnx is not None:
+            summary["onnx_max_abs_diff"] = onnx["max_abs_diff"]
         if args.dry_run:
             shutil.copytree(staging, args.local_dir, dirs_exist_ok=True)
             print(f"Dry run: the model repository's files are in {args.local_dir}")

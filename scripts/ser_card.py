@@ -65,6 +65,7 @@ class CardInputs:
     license: str | None = None
     languages: list[str] = field(default_factory=list)
     space_id: str | None = None
+    onnx: dict[str, Any] | None = None  # the uploaded ONNX export: file, outputs, max_abs_diff
 
 
 def base_model(inputs: CardInputs) -> str | None:
@@ -179,7 +180,13 @@ def card_data(inputs: CardInputs) -> ModelCardData:
         language=inputs.languages or None,
         license=inputs.license,
         metrics=["accuracy", "recall", "f1", *(["wer"] if has_wer else [])],
-        tags=["audio-classification", "speech-emotion-recognition", "custom_code", str(model_type)],
+        tags=[
+            "audio-classification",
+            "speech-emotion-recognition",
+            "custom_code",
+            str(model_type),
+            *(["onnx"] if inputs.onnx else []),
+        ],
         eval_results=eval_results(inputs),
     )
 
@@ -353,9 +360,42 @@ lengths = model.ctc_frame_lengths(features["input_values"], features["attention_
 print(processor.decode_ctc(outputs.ctc_logits, lengths))
 ```
 """
+    if inputs.onnx:
+        text += onnx_text(inputs, gender)
     if inputs.space_id:
         text += f"\nTry it in the browser: [{inputs.space_id}](https://huggingface.co/spaces/{inputs.space_id}).\n"
     return text
+
+
+def onnx_text(inputs: CardInputs, gender: str) -> str:
+    """How to run the uploaded ONNX export, with this project's predict.py or onnxruntime alone."""
+    repo, onnx = inputs.repo_id, inputs.onnx or {}
+    name = onnx["file"]
+    outputs = " and ".join(f"`{output}`" for output in onnx["outputs"])
+    difference = max(onnx["max_abs_diff"].values())
+    return f"""
+`{name}` is an ONNX export of these weights: it takes what the feature extractor returns
+(`return_tensors="np"`) and returns {outputs}. Before upload, onnxruntime was checked against
+PyTorch on padded batches of clips of new lengths (max |difference| {difference:.1e}). This
+project's `scripts/predict.py` downloads it and runs it with onnxruntime on the CPU
+(`--backend auto`, the default; a load-time probe against the PyTorch weights falls back to PyTorch
+if the two disagree):
+
+```bash
+python scripts/predict.py {repo} recordings/ --output predictions.csv --backend auto
+```
+
+Or with onnxruntime directly (after the feature extraction above):
+
+```python
+import onnxruntime
+from huggingface_hub import hf_hub_download
+
+session = onnxruntime.InferenceSession(hf_hub_download("{repo}", "{name}"))
+features = extractor(waveform, sampling_rate=rate, return_tensors="np"{gender}
+logits = session.run(["logits"], {{i.name: features[i.name] for i in session.get_inputs()}})[0]
+```
+"""
 
 
 def trust_remote_code_text(inputs: CardInputs) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import huggingface_hub
 import push_to_hub
 import pytest
 import yaml
-from conftest import EMOTIONS, ROOT
+from conftest import EMOTIONS, ROOT, TINY_SPECTROGRAM, label_kwargs
 from fake_hub import FakeHub
 from safetensors.numpy import load as load_safetensors
 from ser_metrics import save_confusion_png
@@ -426,3 +427,105 @@ def test_space_staging_fills_model_and_revision(tmp_path):
     assert 'DEFAULT_MODEL_REVISION = "v2"' in app
     assert front_matter((tmp_path / "space" / "README.md").read_text())["models"] == ["carol/ser"]
     assert not list((tmp_path / "space").rglob("__pycache__"))
+
+
+# ------------------------------------------------------------------------------------------------
+# --export_onnx
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stale_onnx(tmp_path_factory) -> Path:
+    """model.onnx of another model (other weights, same architecture): what a run directory holds
+    when it was exported before retraining."""
+    import export_onnx
+
+    other = tmp_path_factory.mktemp("other") / "model"
+    save_tiny_ctc_model(other, seed=7)
+    return Path(export_onnx.main([str(other)])["output"])
+
+
+def test_export_onnx_uploads_an_export_of_the_uploaded_weights(
+    run_dir, stale_onnx, hub, skip_reload_check, tmp_path
+):
+    """model.onnx goes up with the weights, exported from them (not the stale model.onnx lying in
+    the run directory); predict.py --backend auto runs it from a copy of the repository, and its
+    load-time probe refuses the stale file in its place; the card says how to use it."""
+    import predict
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    shutil.copyfile(stale_onnx, run / "model.onnx")
+    summary = push_to_hub.main([str(run), "--repo_id", "bob/ser-onnx", "--export_onnx"])
+    assert max(summary["onnx_max_abs_diff"].values()) < 1e-3
+
+    files = hub.files("bob/ser-onnx")
+    assert set(files) == MODEL_FILES | {"model.onnx"}
+    assert hub.repo("bob/ser-onnx").commits[-1]["modes"]["model.onnx"] == "lfsFile"
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    for name, content in files.items():
+        (repository / name).write_bytes(content)
+    args = predict.parse_arguments(
+        [str(repository), "x", "--output", str(tmp_path / "o.csv"), "--device", "cpu"]
+    )
+    assert predict.load_predictor(args).backend == "onnxruntime"
+    shutil.copyfile(stale_onnx, repository / "model.onnx")
+    assert predict.load_predictor(args).backend == "torch"  # the probe tells a stale export apart
+
+    card = files["README.md"].decode()
+    assert "onnx" in front_matter(card)["tags"]
+    for text in (
+        "`model.onnx` is an ONNX export of these weights",
+        "returns `logits` and `ctc_logits`",
+        "python scripts/predict.py bob/ser-onnx recordings/ --output predictions.csv --backend auto",
+        'hf_hub_download("bob/ser-onnx", "model.onnx")',
+    ):
+        assert text in card, text
+
+    # Without the option nothing ONNX is uploaded, even with model.onnx in the run directory.
+    push_to_hub.main([str(run), "--repo_id", "bob/ser-plain"])
+    assert set(hub.files("bob/ser-plain")) == MODEL_FILES
+    assert "model.onnx" not in hub.files("bob/ser-plain")["README.md"].decode()
+
+
+def test_export_onnx_that_differs_from_pytorch_uploads_nothing(
+    run_dir, stale_onnx, hub, skip_reload_check, monkeypatch
+):
+    import export_onnx
+
+    def stale_export(model, extractor, output, exporter, opset):
+        shutil.copyfile(stale_onnx, output)  # a graph of other weights in place of the export
+
+    monkeypatch.setattr(export_onnx, "export", stale_export)
+    with pytest.raises(push_to_hub.PublishError, match="onnxruntime does not reproduce the PyTorch model"):
+        push_to_hub.main([str(run_dir), "--repo_id", "bob/stale", "--export_onnx", "--space_id", "bob/s"])
+    assert hub.requests == []
+    assert skip_reload_check == []  # refused before the reload check
+
+
+def test_export_onnx_refuses_a_family_without_export(tmp_path, monkeypatch, capsys):
+    """emotion_segment_crnn: exit status 2 with export_onnx.py's reason, before the model is even
+    loaded, and no folder written."""
+    from modeling import MODEL_CLASSES, EmotionFeatureExtractor
+
+    config_class, model_class = MODEL_CLASSES["emotion_segment_crnn"]
+    model = model_class(config_class(**TINY_SPECTROGRAM["emotion_segment_crnn"], **label_kwargs()))
+    run = tmp_path / "crnn"
+    model.save_pretrained(run)
+    EmotionFeatureExtractor(**model.config.feature_extractor_kwargs()).save_pretrained(run)
+    results = fake_results(LABELS, 0, 0.5, 0.5, 0.5) | {"model_type": "emotion_segment_crnn"}
+    (run / "results.json").write_text(json.dumps(results))
+    monkeypatch.setattr(push_to_hub, "load_local_model", lambda *a: pytest.fail("should stop before loading"))
+    local = tmp_path / "staged"
+    argv = [str(run), "--repo_id", "bob/crnn", "--export_onnx", "--dry_run", "--local_dir", str(local)]
+    monkeypatch.setattr(sys, "argv", ["push_to_hub.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        push_to_hub.cli()
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "--export_onnx: emotion_segment_crnn models cannot be exported to ONNX" in message
+    assert "number of segments is read from the data" in message
+    assert "Publish without --export_onnx" in message
+    assert "Traceback" not in message
+    assert not local.exists()
