@@ -53,9 +53,11 @@ def test_f0_padding_and_long_audio_figures(quick_results):
     f0 = quick_results["runs"]["f0"]["details"]["methods"]
     assert f0["harvest"]["voicing_agreement"] == 1.0  # the reference agrees with itself
     assert f0["harvest"]["gross_pitch_error"] == 0.0
-    for method in ("dio", "dio_fast"):
+    for method in ("dio", "dio_fast", "yin"):
         assert 0.3 < f0[method]["voicing_agreement"] <= 1.0
         assert 0.0 <= f0[method]["gross_pitch_error"] < 0.5
+    reference = quick_results["runs"]["f0"]["details"]["harvest_delayed_reference"]
+    assert 0.5 < reference["voicing_agreement"] <= 1.0  # Harvest against itself, input delayed 0.5 ms
     assert 0.0 <= quick_results["padding_fraction"] < 0.5
     padding = quick_results["runs"]["padding"]["details"]["synthetic 1–12 s"]
     assert padding["project_sampler"] < padding["random_batching"]
