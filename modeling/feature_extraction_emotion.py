@@ -1,8 +1,8 @@
 """Feature extractor shared by every emotion model family.
 
 It validates raw waveforms, normalises and pads them, and (for the decomposition families)
-extracts F0 with pyworld and quantises it into pitch ids. Log-mel spectrograms are computed inside
-the models, on their device.
+extracts F0 (with pyworld, or with numpy only for `f0_method="yin"`) and quantises it into pitch
+ids. Log-mel spectrograms are computed inside the models, on their device.
 
 Remote code: module-level imports are limited to numpy, transformers and the standard library;
 pyworld and torch are imported where needed, inside `try/except ImportError`.
@@ -420,25 +420,31 @@ class EmotionFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask (`bool`, defaults to `True`): Return the sample-level attention mask.
         min_samples (`int`, defaults to 400): Clips shorter than this (a model's receptive field;
             400 samples for the wav2vec2 convolution stack) are zero-padded up to it.
-        compute_pitch (`bool`, defaults to `False`): Extract F0 with pyworld and return `pitch_ids`.
+        compute_pitch (`bool`, defaults to `False`): Extract F0 (`f0_method`) and return `pitch_ids`.
         hop_length (`int`, defaults to 256): Samples between pitch frames; must equal the model's
             mel hop so that frame `t` of `pitch_ids` lines up with mel frame `t`.
-        f0_method (`str`, defaults to `"dio"`): F0 estimator. `"yin"`: numpy only (no pyworld),
-            a band-limited YIN difference function of all frames at once, Viterbi tracking with
-            an unvoiced state, Harvest's voiced-run rules and a numpy StoneMask refinement
-            (`track_f0_yin`, settings and reasons in `YIN_TRACKER`). The others use pyworld. `"dio"`: DIO + StoneMask
-            refinement with pyworld's defaults (the behaviour of every model saved so far).
-            `"harvest"`: Harvest, the most robust voicing and the slowest (about 5x real time per
-            core). `"dio_fast"`: DIO on a 2x decimated signal (`speed=2`) with a wider candidate
-            acceptance (`allowed_range=0.2`), StoneMask refinement, and interior unvoiced gaps of
-            at most 4 frames filled by interpolation of log-F0. Measured on 180 EmoDB clips against
-            Harvest (`benchmarks/bench_f0.py`, 23 Nov 2026): `"dio"` agrees with Harvest's voicing
-            on 65 % of the frames (it misses about a third of Harvest's voiced frames), gross pitch
-            error (>20 %) 1.1 % of the frames both call voiced, 159x real time per core;
-            `"dio_fast"` agrees on 82 %, gross pitch error 5.6 %, 228x; Harvest 5.4x. No DIO setting reached
-            Harvest's own voicing (wider acceptance and voiced-run extension trade misses for
-            false alarms and pitch errors), so `"harvest"` stays the choice when voicing matters
-            more than time.
+        f0_method (`str`, defaults to `"dio"`): F0 estimator. pyworld: `"dio"`, DIO + StoneMask
+            refinement with pyworld's defaults (the behaviour of every model saved so far);
+            `"harvest"`, Harvest, the most robust voicing and the slowest; `"dio_fast"`, DIO on a
+            2x decimated signal (`speed=2`) with a wider candidate acceptance
+            (`allowed_range=0.2`), StoneMask refinement, and interior unvoiced gaps of at most 4
+            frames filled by interpolation of log-F0. numpy only (no pyworld): `"yin"`, a
+            band-limited YIN difference function of all frames at once, Viterbi tracking over its
+            dips with an unvoiced state, Harvest's voiced-run rules and a numpy port of StoneMask
+            (`track_f0_yin`; settings and their reasons in `YIN_TRACKER` and its docstring).
+            Measured against Harvest (`benchmarks/bench_f0.py`, 180 EmoDB clips, CPU time of one
+            core, methods alternating clip by clip on a shared 2-core machine, 23 Nov 2026):
+            voicing agreement / gross pitch error (>20 %, on the frames both call voiced) /
+            real time per core: `"dio"` 0.65 / 1.1 % / 92x (159x in an earlier run: CPU time per call
+            varies with what shares the core; it misses a third of Harvest's voiced frames); `"dio_fast"` 0.82 / 5.6 % / 231x;
+            `"yin"` 0.81 / 3.8 % / 311x; Harvest 5x. On the demo corpus (espeak-ng, 180 clips):
+            `"dio"` 0.81 / 2.0 %, `"dio_fast"` 0.88 / 5.3 %, `"yin"` 0.87 / 2.0 % / 225x. None
+            reaches the benchmark's Harvest-level agreement (0.95 / 5 %), and no fast tracker can
+            be expected to: Harvest agrees with itself only 0.95 (EmoDB) / 0.96 (demo) when its
+            input is delayed by half a millisecond (0.95 with white noise at -70 dBFS added),
+            because it voices much of what is not periodic (82 % of EmoDB's frames, pauses and
+            fricatives included) with an F0 that follows the noise there. `"harvest"` stays the
+            choice when agreement with Harvest matters more than time.
         f0_ranges (`dict`, defaults to male 50–250 Hz, female 100–600 Hz, unknown 50–600 Hz):
             Search range of F0 per gender, as in SpeechSplit.
         pitch_bins (`int`, defaults to 256): Voiced quantisation bins; id 0 is unvoiced, so the

@@ -205,7 +205,13 @@ class DataArguments:
     )
     min_duration: float = field(default=0.1, metadata={"help": "Skip clips shorter than this (s)."})
     augmentations: str | None = _json_field(help="List of {name, p, ...} or 'seed004'")
-    f0_method: str = field(default="dio", metadata={"help": "pyworld F0 estimator: dio or harvest."})
+    f0_method: str = field(
+        default="dio",
+        metadata={
+            "help": "F0 estimator: dio (pyworld DIO + StoneMask), dio_fast, harvest (pyworld) or yin "
+            "(numpy only); figures in EmotionFeatureExtractor's docstring and benchmarks/README.md."
+        },
+    )
     f0_normalization: str = field(
         default="gender",
         metadata={
