@@ -194,6 +194,8 @@ def module_level_problems(source: str) -> list[str]:
     def constant(node) -> bool:
         if isinstance(node, (ast.Constant, ast.Name, ast.Attribute)):
             return True
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return constant(node.operand)  # a negative number
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             return all(constant(e) for e in node.elts)
         if isinstance(node, ast.Dict):
@@ -229,6 +231,8 @@ def test_remote_code_module_level_is_definitions_only():
     assert not any(problems.values()), problems
     bad = "import os\nimport requests\nprint('hi')\nx = open('f')\ntry:\n    import pyworld\nexcept ImportError:\n    pass\n"
     assert len(module_level_problems(bad)) == 3  # requests, print and open; the optional import is fine
+    assert module_level_problems("LIMITS = {'floor_db': -60.0, 'range': (-1, +1)}\n") == []
+    assert len(module_level_problems("LIMIT = -len('abc')\n")) == 1  # a call, not a number
 
 
 SANDBOX = r"""
