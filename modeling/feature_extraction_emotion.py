@@ -329,22 +329,16 @@ def track_f0_yin(
         starts, ends = _voiced_runs(track > 0)
         extended = track.copy()
         for start, end in zip(starts, ends):
-            reference = track[end - 1]
-            for frame in range(end, min(frames, end + reach)):
-                found = follow(frame, reference)
-                if not found:
-                    break
-                reference = found
-                if extended[frame] == 0:
-                    extended[frame] = found
-            reference = track[start]
-            for frame in range(start - 1, max(-1, start - 1 - reach), -1):
-                found = follow(frame, reference)
-                if not found:
-                    break
-                reference = found
-                if extended[frame] == 0:
-                    extended[frame] = found
+            after = (range(end, min(frames, end + reach)), track[end - 1])
+            before = (range(start - 1, max(-1, start - 1 - reach), -1), track[start])
+            for outward, reference in (after, before):
+                for frame in outward:
+                    found = follow(frame, reference)
+                    if not found:
+                        break
+                    reference = found
+                    if extended[frame] == 0:
+                        extended[frame] = found
         track = extended
     frame_ms = 1000.0 * hop_length / sampling_rate
     starts, ends = _voiced_runs(track > 0)

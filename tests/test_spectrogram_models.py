@@ -400,16 +400,20 @@ def test_corpus_normalization_tracks_training_statistics():
     assert CNNTransformerEmotionConfig(**TINY["cnn_transformer"]).mel_normalization == "utterance"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_mixup_mixes_inputs_and_losses_in_training_only(family):
-    model = make_model(family, mixup_alpha=0.4)
+def twin_models(family: str, **training_options):
+    """A model with training-only options, the same weights without them (both in eval mode), and
+    features of the test clips."""
+    model = make_model(family, **training_options)
     reference = make_model(family)
     reference.load_state_dict(model.state_dict())
     clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
-    features = featurize(model, clips)
+    return model.eval(), reference.eval(), featurize(model, clips)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mixup_mixes_inputs_and_losses_in_training_only(family):
+    model, reference, features = twin_models(family, mixup_alpha=0.4)
     # Eval mode, or no labels: no mixing, identical to the same weights without mixup.
-    model.eval()
-    reference.eval()
     with torch.no_grad():
         assert torch.equal(
             model(**features, labels=LABELS).logits, reference(**features, labels=LABELS).logits
@@ -444,13 +448,7 @@ def test_frequency_warp_moves_a_tone_by_the_factor():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_frequency_warp_only_in_training(family):
-    model = make_model(family, frequency_warp=0.1)
-    reference = make_model(family)
-    reference.load_state_dict(model.state_dict())
-    clips = [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
-    features = featurize(model, clips)
-    model.eval()
-    reference.eval()
+    model, reference, features = twin_models(family, frequency_warp=0.1)
     with torch.no_grad():
         assert torch.equal(model(**features).logits, reference(**features).logits)
         # Training-mode front ends (the same running statistics): only the warp differs.
