@@ -173,7 +173,10 @@ def combine_seeds(fold_dir: Path, seed_results: dict[int, dict[str, Any]]) -> di
     test_rows, test = average_seed_predictions(member_dirs, "test", labels)
     write_jsonl_atomic(fold_dir / "predictions_test.jsonl", test_rows)
     validation_sets = {tuple(sorted(r["protocol"].get("validation", []))) for r in seed_results.values()}
-    if len(validation_sets) == 1:
+    if validation_sets == {()}:  # num_validation_speakers=0: nothing was validated
+        validation = {"num_examples": 0}
+        write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", [])
+    elif len(validation_sets) == 1:
         validation_rows, validation = average_seed_predictions(member_dirs, "validation", labels)
         write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", validation_rows)
     else:
@@ -206,7 +209,9 @@ def combine_seeds(fold_dir: Path, seed_results: dict[int, dict[str, Any]]) -> di
             "members": {
                 str(s): {
                     "test": {k: r[k] for k in ("wa", "ua", "macro_f1")},
-                    "validation": {k: r["validation"][k] for k in ("wa", "ua", "macro_f1")},
+                    "validation": {
+                        k: r["validation"][k] for k in ("wa", "ua", "macro_f1") if k in r["validation"]
+                    },
                 }
                 for s, r in seed_results.items()
             },
@@ -250,7 +255,8 @@ def pool_results(output_dir: Path, fold_results: list[dict[str, Any]]) -> dict[s
             "num_test": result["num_examples"],
         }
         entry.update({k: result[k] for k in METRICS if result.get(k) is not None})
-        entry["validation_ua"] = result["validation"]["ua"]
+        if "ua" in result["validation"]:  # absent when num_validation_speakers=0
+            entry["validation_ua"] = result["validation"]["ua"]
         folds.append(entry)
     mean = {k: float(np.mean([f[k] for f in folds])) for k in METRICS if all(k in f for f in folds)}
     std = {k: float(np.std([f[k] for f in folds])) for k in mean}

@@ -73,7 +73,7 @@ from transformers import (  # noqa: E402
     Wav2Vec2CTCTokenizer,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint  # noqa: E402
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint  # noqa: E402
 
 from modeling import MODEL_CLASSES, EmotionFeatureExtractor, EmotionProcessor  # noqa: E402
 
@@ -184,7 +184,14 @@ class DataArguments:
     labels: list[str] | None = field(default=None, metadata={"help": "Classes to keep, in id order."})
     protocol: str = field(default="loso", metadata={"help": f"Evaluation protocol, one of {PROTOCOLS}."})
     fold: int = field(default=0, metadata={"help": "Fold index under the protocol."})
-    num_validation_speakers: int = field(default=1, metadata={"help": "Validation speakers per fold."})
+    num_validation_speakers: int = field(
+        default=1,
+        metadata={
+            "help": "Validation speakers per fold. 0 trains on every non-test speaker with no evaluation "
+            "during training: the model is the last epoch's (or, with ensemble_checkpoints > 1, an "
+            "ensemble_selection 'last'/'spaced' ensemble), since there is nothing to select on."
+        },
+    )
     speaker_folds: int | None = field(
         default=None,
         metadata={"help": "loso: group speakers into this many folds (default: one per speaker)."},
@@ -347,7 +354,22 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
                     else "."
                 )
             )
+    if data_args.num_validation_speakers == 0 and data_args.protocol in ("loso", "loso_session"):
+        no_validation(model_args, training_args)
     return model_args, data_args, training_args
+
+
+def no_validation(model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    """`num_validation_speakers: 0`: every non-test speaker trains, nothing evaluates during
+    training, and the checkpoints that make the model are chosen without scores."""
+    if model_args.ensemble_checkpoints > 1 and model_args.ensemble_selection == "best":
+        raise ValueError(
+            "num_validation_speakers=0 leaves no validation data to pick the 'best' checkpoints: "
+            "set ensemble_selection to 'last' or 'spaced' (or ensemble_checkpoints to 1, the last epoch)."
+        )
+    training_args.eval_strategy = IntervalStrategy.NO
+    training_args.load_best_model_at_end = False
+    logger.info("num_validation_speakers=0: no validation split; the model is chosen without evaluation.")
 
 
 def is_decomposition(model_args: ModelArguments) -> bool:
@@ -509,6 +531,9 @@ def prepare_data(
     with training_args.main_process_first(desc="audio decoding and features"):
         prepared = {}
         for name, ds in parts.items():
+            if len(ds) == 0 and name == "validation":  # num_validation_speakers=0
+                prepared[name] = ds
+                continue
             settings = base
             if name != "train" and data_args.max_eval_duration:
                 settings = dataclasses.replace(base, max_eval_samples=int(data_args.max_eval_duration * sr))
@@ -517,7 +542,7 @@ def prepare_data(
             )
             skipped += [{**row, "split": name} for row in split_skipped]
     for name, ds in prepared.items():
-        if len(ds) == 0:
+        if len(ds) == 0 and not (name == "validation" and len(parts[name]) == 0):
             raise DataConfigError(
                 f"the {name} split is empty after filtering; check the protocol and labels."
             )
@@ -578,7 +603,7 @@ def _split_by_fold(pooled: datasets.Dataset, data_args: DataArguments, seed: int
     parts = {}
     for name in ("train", "validation", "test"):
         parts[name] = pooled.select([i for i, a in enumerate(assignment) if a == name])
-        if len(parts[name]) == 0:
+        if len(parts[name]) == 0 and not (name == "validation" and data_args.num_validation_speakers == 0):
             raise DataConfigError(f"fold {fold.index} of {fold.protocol} leaves the {name} split empty.")
     return fold, parts
 
@@ -694,7 +719,7 @@ def build_trainer(model_args, data_args, training_args, model, data, extractor, 
         clock=transform,
         args=training_args,
         train_dataset=train,
-        eval_dataset=data.validation,
+        eval_dataset=data.validation if len(data.validation) else None,
         data_collator=collator,
         compute_metrics=None if is_decomposition(model_args) else compute_metrics,
         preprocess_logits_for_metrics=lambda logits, labels: (
@@ -791,6 +816,8 @@ def evaluate_split(
 ) -> tuple[dict, list]:
     """Predict a split with the batched predictor and compute its metrics and per-utterance rows.
     `adapt_by_speaker` re-estimates BatchNorm statistics on each speaker's clips first (transductive)."""
+    if len(dataset) == 0:  # no validation speakers (num_validation_speakers=0)
+        return {"num_examples": 0}, []
     model.eval()
     waveforms = [np.asarray(w, dtype=np.float32) for w in dataset.with_format("numpy")["input_values"]]
     kwargs: dict[str, Any] = {"genders": dataset["gender"]}

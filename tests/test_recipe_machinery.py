@@ -337,6 +337,35 @@ def test_cross_validate_parallel_folds_match_in_process_folds(small_corpus, tmp_
 
 
 @pytest.mark.slow
+def test_no_validation_speakers_trains_on_every_non_test_speaker(small_corpus, tmp_path):
+    import cross_validate
+
+    argv = train_args(small_corpus, tmp_path / "cv", "--num_train_epochs", "3")
+    argv[argv.index("--num_validation_speakers") + 1] = "0"
+    with pytest.raises(ValueError, match="'last' or 'spaced'"):
+        train.parse_arguments([*argv, "--ensemble_checkpoints", "2", "--save_total_limit", "0"])
+    argv += ["--ensemble_checkpoints", "2", "--ensemble_selection", "last", "--save_total_limit", "0"]
+    summary = cross_validate.main([*argv, "--folds", "0", "--seeds", "0,1"])
+    fold = tmp_path / "cv" / "fold_0"
+    runs = [json.loads((fold / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)]
+    for run in runs:
+        protocol = run["protocol"]
+        assert protocol["validation"] == []
+        assert len(protocol["train"]) == 5
+        assert run["num_train_examples"] == 30
+        assert run["num_validation_examples"] == 0
+        assert run["validation"] == {"num_examples": 0}
+        # Nothing was evaluated during training; the ensemble is the last two epochs.
+        state = json.loads((fold / "seed_0" / "checkpoint-12" / "trainer_state.json").read_text())
+        assert not any(k.startswith("eval_") for entry in state["log_history"] for k in entry)
+        assert [m["step"] for m in run["ensemble"]["members"]] == [8, 12]
+    assert read_jsonl(fold / "predictions_validation.jsonl") == []
+    assert summary["pooled"]["num_examples"] == 6
+    assert "validation_ua" not in summary["folds"][0]
+    assert "seed_0" in summary["components"]
+
+
+@pytest.mark.slow
 def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_path, monkeypatch):
     import cross_validate
 
