@@ -180,6 +180,16 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         pooling_attention_size (`int`, defaults to 128): Hidden size of the attentive pooling's scorer.
         classifier_hidden_size (`int`, defaults to 0): Width of a dense → ReLU → dropout layer
             before the output layer; 0 gives a linear classifier on the pooled vector.
+        pitch_embedding_size (`int`, defaults to 0): When > 0, the model also reads the clip's F0:
+            `pitch_ids` from the feature extractor (`compute_pitch=True`: log-F0 normalised by the
+            training speakers' per-gender statistics, quantised to `pitch_bins` bins, 0 unvoiced).
+            Each mel frame's voicing and normalised log-F0 go through a dense → ReLU layer of this
+            width, are averaged over the frames of each pooled CNN step and concatenated to the CNN's
+            frame vector before the projection. 64 mel bands barely resolve the harmonics of a low
+            voice, so pitch, central to emotion, otherwise reaches the model only indirectly.
+            0 reads the log-mel alone (and the feature extractor computes no F0).
+        pitch_bins (`int`, defaults to 256): Voiced F0 bins of `pitch_ids` (the feature extractor's
+            quantisation; ids 1..`pitch_bins` span ±4 standard deviations of log-F0).
         kwargs: Every argument of [`SpectrogramEmotionConfig`] (mel settings, SpecAugment, mixup, loss).
     """
 
@@ -205,6 +215,8 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         pooling: str = "mean",
         pooling_attention_size: int = 128,
         classifier_hidden_size: int = 0,
+        pitch_embedding_size: int = 0,
+        pitch_bins: int = 256,
         **kwargs: Any,
     ):
         self.conv_channels = list(conv_channels if conv_channels is not None else [32, 64, 128, 256, 512])
@@ -225,7 +237,11 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         self.pooling = pooling
         self.pooling_attention_size = pooling_attention_size
         self.classifier_hidden_size = classifier_hidden_size
+        self.pitch_embedding_size = pitch_embedding_size
+        self.pitch_bins = pitch_bins
         super().__init__(**kwargs)
+        if pitch_embedding_size < 0 or pitch_bins < 2:
+            raise ValueError("pitch_embedding_size must be >= 0 and pitch_bins >= 2.")
         if len(self.time_conv_dilations) != len(self.time_conv_kernel_sizes):
             raise ValueError("time_conv_dilations needs one entry per time_conv_kernel_sizes entry.")
         if any(k % 2 == 0 or k < 1 for k in self.time_conv_kernel_sizes) or any(
@@ -246,6 +262,13 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
             raise ValueError("hidden_size must be even and divisible by num_attention_heads.")
         if self.pooled_mel_bands < 1:
             raise ValueError(f"n_mels={self.n_mels} is pooled away by pool_sizes={self.pool_sizes}.")
+
+    def feature_extractor_kwargs(self) -> dict[str, Any]:
+        """Settings the [`EmotionFeatureExtractor`] of this model needs (F0 when it reads pitch)."""
+        kwargs = super().feature_extractor_kwargs()
+        if self.pitch_embedding_size:
+            kwargs.update(compute_pitch=True, pitch_bins=self.pitch_bins)
+        return kwargs
 
     @property
     def pooled_mel_bands(self) -> int:

@@ -70,6 +70,27 @@ def zero_padded_frames(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 # ----------------------------------------------------------------------------------------------
 
 
+def checked_pitch_ids(
+    pitch_ids: torch.Tensor | None, frame_mask: torch.Tensor, pitch_bins: int, hop_length: int
+) -> torch.Tensor:
+    """The feature extractor's `pitch_ids (batch, frames)`, checked against the log-mel's frames."""
+    if pitch_ids is None:
+        raise ValueError(
+            "pitch_ids are required by this model (it reads F0). Prepare the audio with the model's "
+            "feature extractor created with compute_pitch=True (e.g. "
+            "EmotionFeatureExtractor(**model.config.feature_extractor_kwargs()) or "
+            "AutoFeatureExtractor.from_pretrained(<saved model>))."
+        )
+    if pitch_ids.shape[:2] != frame_mask.shape:
+        raise ValueError(
+            f"pitch_ids have {tuple(pitch_ids.shape)} frames but the log-mel has {tuple(frame_mask.shape)}: "
+            f"the feature extractor's hop_length must equal the model's hop_length ({hop_length})."
+        )
+    if pitch_ids.min() < 0 or pitch_ids.max() > pitch_bins:
+        raise ValueError(f"pitch_ids must lie in [0, {pitch_bins}] (0 = unvoiced).")
+    return pitch_ids
+
+
 def warp_frequency_axis(magnitude: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     """Vocal tract length perturbation (Jaitly & Hinton, 2013) of a linear-frequency spectrogram
     `(batch, bins, frames)`: bin `k` of clip `b` takes the (linearly interpolated) value at bin

@@ -29,6 +29,7 @@ from .emotion_layers import (
     LogMelSpectrogram,
     add_auto_model_entries,
     build_pooling,
+    checked_pitch_ids,
     classification_loss,
     is_exporting,
     lengths_to_mask,
@@ -317,6 +318,33 @@ class LogMelFrontEnd(nn.Module):
         return log_mel, frame_lengths
 
 
+class PitchFeatures(nn.Module):
+    """`pitch_ids` → one vector per pooled CNN step: each mel frame's voicing and normalised log-F0
+    through dense → ReLU, averaged over the frames of the step (time is pooled in floor mode, like
+    the CNN, so a valid step only covers valid frames)."""
+
+    def __init__(self, config: CNNTransformerEmotionConfig):
+        super().__init__()
+        self.pitch_bins = config.pitch_bins
+        self.hop_length = config.hop_length
+        self.frames_per_step = config.min_input_frames
+        self.dense = nn.Linear(2, config.pitch_embedding_size)
+
+    def frame_features(self, pitch_ids: torch.Tensor | None, frame_mask: torch.Tensor) -> torch.Tensor:
+        """`(batch, frames, 2)`: voicing, and log-F0 in standard deviations / 4 (0 where unvoiced)."""
+        ids = checked_pitch_ids(pitch_ids, frame_mask, self.pitch_bins, self.hop_length)
+        voiced = (ids > 0).float()
+        # ids 1..pitch_bins span -4..+4 standard deviations (EmotionFeatureExtractor.quantize_f0).
+        level = (2.0 * (ids.float() - 1.0) / (self.pitch_bins - 1) - 1.0) * voiced
+        return zero_padded_frames(torch.stack([voiced, level], dim=-1), frame_mask)
+
+    def forward(self, frames: torch.Tensor, steps: int) -> torch.Tensor:
+        hidden = F.relu(self.dense(frames))
+        usable = steps * self.frames_per_step
+        hidden = hidden[:, :usable]
+        return hidden.reshape(hidden.shape[0], steps, self.frames_per_step, -1).mean(2)
+
+
 class CNNTransformerEncoder(nn.Module):
     """Log-mel → SpecAugment (→ mixup) → CNN blocks → frequency folding → linear → 1-D convs →
     `alpha * PE` → Transformer (the convolutions, the CNN and the Transformer are each optional).
@@ -346,7 +374,8 @@ class CNNTransformerEncoder(nn.Module):
             folded = config.conv_channels[-1] * config.pooled_mel_bands
         else:
             folded = config.conv_channels[-1]
-        self.projection = nn.Linear(folded, config.hidden_size)
+        self.pitch = PitchFeatures(config) if config.pitch_embedding_size else None
+        self.projection = nn.Linear(folded + config.pitch_embedding_size, config.hidden_size)
         self.time_convs = nn.ModuleList(
             TimeConvBlock(config.hidden_size, kernel, dilation)
             for kernel, dilation in zip(config.time_conv_kernel_sizes, config.time_conv_dilations)
@@ -372,14 +401,22 @@ class CNNTransformerEncoder(nn.Module):
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None,
         mixing: FeatureMixing | None = None,
+        pitch_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         log_mel, lengths = self.front_end(input_values, attention_mask)
+        pitch = None
+        if self.pitch is not None:
+            pitch = self.pitch.frame_features(pitch_ids, lengths_to_mask(lengths, log_mel.shape[1]))
         log_mel = self.spec_augment(log_mel, lengths)
         if mixing is not None:
+            if pitch is not None:
+                pitch, _ = mixing.apply(pitch, lengths)
             log_mel, lengths = mixing.apply(log_mel, lengths)
         # Clips too short to survive the time poolings get zero frames appended (inside the clip).
         if log_mel.shape[1] < self.min_frames:
             log_mel = F.pad(log_mel, (0, 0, 0, self.min_frames - log_mel.shape[1]))
+            if pitch is not None:
+                pitch = F.pad(pitch, (0, 0, 0, self.min_frames - pitch.shape[1]))
         lengths = lengths.clamp(min=self.min_frames)
         hidden = log_mel.unsqueeze(1)
         for block in self.conv_blocks:
@@ -389,6 +426,8 @@ class CNNTransformerEncoder(nn.Module):
             hidden = hidden.permute(0, 2, 1, 3).reshape(batch, steps, channels * bands)
         else:
             hidden = hidden.mean(-1).transpose(1, 2)
+        if pitch is not None:
+            hidden = torch.cat([hidden, self.pitch(pitch, steps)], dim=-1)
         mask = lengths_to_mask(lengths, steps)
         hidden = zero_padded_frames(self.projection(hidden), mask)
         for layer in self.time_convs:
@@ -576,9 +615,14 @@ class CNNTransformerForAudioClassification(SpectrogramEmotionPreTrainedModel):
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        pitch_ids: torch.Tensor | None = None,
     ) -> SpectrogramClassifierOutput:
+        r"""
+        pitch_ids (`torch.LongTensor` of shape `(batch, frames)`, *optional*): Quantised F0 per mel
+            frame from the feature extractor; required when `config.pitch_embedding_size > 0`.
+        """
         mixing = self._mixing(input_values, labels)
-        hidden, mask = self.encoder(input_values, attention_mask, mixing)
+        hidden, mask = self.encoder(input_values, attention_mask, mixing, pitch_ids)
         pooled = self.pooler(hidden, mask)
         logits = self.classifier(self.dropout(pooled))
         loss = self._loss(logits, labels, mixing)

@@ -24,6 +24,7 @@ from .emotion_layers import (
     LogMelSpectrogram,
     add_auto_model_entries,
     build_pooling,
+    checked_pitch_ids,
     ctc_loss_from_config,
     emotion_loss,
     lengths_to_mask,
@@ -164,20 +165,7 @@ class DecompositionFrontEnd(nn.Module):
 
     def pitch_one_hot(self, pitch_ids: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         """One-hot `(batch, frames, pitch_bins + 1)` of the feature extractor's `pitch_ids`."""
-        if pitch_ids is None:
-            raise ValueError(
-                "pitch_ids are required by the pitch encoder of this model. Prepare the audio with the "
-                "model's feature extractor created with compute_pitch=True (e.g. "
-                "EmotionFeatureExtractor(**model.config.feature_extractor_kwargs()) or "
-                "AutoFeatureExtractor.from_pretrained(<saved model>))."
-            )
-        if pitch_ids.shape[:2] != mask.shape:
-            raise ValueError(
-                f"pitch_ids have {tuple(pitch_ids.shape)} frames but the log-mel has {tuple(mask.shape)}: "
-                f"the feature extractor's hop_length must equal the model's hop_length ({self.hop_length})."
-            )
-        if pitch_ids.min() < 0 or pitch_ids.max() > self.pitch_bins:
-            raise ValueError(f"pitch_ids must lie in [0, {self.pitch_bins}] (0 = unvoiced).")
+        pitch_ids = checked_pitch_ids(pitch_ids, mask, self.pitch_bins, self.hop_length)
         one_hot = F.one_hot(pitch_ids.long(), self.pitch_bins + 1).float()
         return zero_padded_frames(one_hot, mask)
 

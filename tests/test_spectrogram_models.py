@@ -487,3 +487,78 @@ def test_recipe_option_validation():
     assert config.conv_kernel_sizes == [3, 3]
     assert config.pool_sizes == [2, 2]
     assert CNNTransformerEmotionConfig(conv_channels=[]).min_input_frames == 1
+
+
+PITCH = {
+    "pitch_embedding_size": 4,
+    "mel_normalization": "corpus",
+    "pooling": "statistics",
+    "num_hidden_layers": 0,
+}
+
+
+def test_pitch_features_train_and_keep_padding_invariance():
+    model = make_model("cnn_transformer", **PITCH)
+    assert model.config.feature_extractor_kwargs()["compute_pitch"] is True
+    assert "compute_pitch" not in {
+        k for k, v in make_model("cnn_transformer").config.feature_extractor_kwargs().items() if v
+    }
+    clips = [speech_like(s, seed=i) for i, s in enumerate((1.3, 0.2, 0.9, 0.31))]
+    features = featurize(model, clips)
+    assert features["pitch_ids"].shape[:2] == (4, 1 + features["input_values"].shape[-1] // 160)
+    assert (features["pitch_ids"] > 0).any()  # speech_like clips are voiced
+    out = model(**features, labels=torch.tensor([0, 1, 2, 0]))
+    out.loss.backward()
+    assert model.encoder.pitch.dense.weight.grad.abs().sum() > 0
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+    # Mixup mixes the pitch features with the same permutation and still trains.
+    model.config.mixup_alpha = 0.4
+    train_steps(model, features, torch.tensor([0, 1, 2, 0]), steps=3)
+    model.config.mixup_alpha = 0.0
+    model.eval()
+    with torch.no_grad():
+        batched = model(**features).logits
+        extra_padding = model(**featurize(model, clips, pad_to_multiple_of=8000)).logits
+        alone = torch.stack([model(**featurize(model, [clip])).logits[0] for clip in clips])
+        unvoiced = model(**{**features, "pitch_ids": torch.zeros_like(features["pitch_ids"])}).logits
+    assert torch.allclose(alone, batched, atol=1e-4), (alone - batched).abs().max()
+    assert torch.allclose(alone, extra_padding, atol=1e-4), (alone - extra_padding).abs().max()
+    assert (unvoiced - batched).abs().max() > 1e-3  # the pitch input is used
+    with pytest.raises(ValueError, match="pitch_ids are required"):
+        model(features["input_values"], features["attention_mask"])
+    with pytest.raises(ValueError, match="hop_length"):
+        model(**{**features, "pitch_ids": features["pitch_ids"][:, :-1]})
+
+
+def test_pitch_features_average_each_pooled_step():
+    model = make_model("cnn_transformer", **PITCH)
+    pitch = model.encoder.pitch
+    bins = model.config.pitch_bins
+    ids = torch.tensor([[0, 1, bins, (bins + 1) // 2 + 1, 0, 0, 0, 0, 7, 7]])
+    frames = pitch.frame_features(ids, torch.ones_like(ids, dtype=torch.bool))
+    assert frames[0, :, 0].tolist() == [0, 1, 1, 1, 0, 0, 0, 0, 1, 1]
+    assert frames[0, 1, 1] == -1.0
+    assert frames[0, 2, 1] == 1.0
+    assert abs(float(frames[0, 3, 1])) < 0.01
+    steps = pitch(frames, 1)  # 8 frames per step (the tiny CNN pools time by 8); frames 8, 9 are cut
+    expected = torch.relu(pitch.dense(frames[:, :8])).mean(1, keepdim=True)
+    assert torch.allclose(steps, expected)
+
+
+@pytest.mark.slow
+def test_pitch_model_loads_with_remote_code_and_runs_in_the_pipeline(tmp_path):
+    model = make_model("cnn_transformer", **PITCH)
+    clips = [speech_like(1.1, seed=4), speech_like(0.3, seed=3)]
+    train_steps(model, featurize(model, clips), torch.tensor([1, 2]), steps=2)
+    model.eval()
+    out_dir = tmp_path / "model"
+    model.save_pretrained(out_dir)
+    extractor_for(model).save_pretrained(out_dir)
+    report = run_remote_check(out_dir, clips, tmp_path / "remote")
+    with torch.no_grad():
+        for clip, remote in zip(clips, report["logits"]):
+            local = model(**featurize(model, [clip])).logits[0]
+            assert np.allclose(local.numpy(), remote, atol=1e-5)
+    for logits, prediction in zip(report["logits"], report["pipeline"]):
+        assert prediction[0]["label"] == model.config.id2label[int(np.argmax(logits))]
