@@ -100,7 +100,7 @@ def test_probability_average_matches_mean_of_softmax():
     assert not torch.allclose(members[0](**features).logits.softmax(-1), expected, atol=1e-3)
     # It takes the members' inputs, so the batched predictor passes them; a copy is independent.
     assert model_accepts(ensemble, "attention_mask")
-    assert not model_accepts(ensemble, "pitch_ids")
+    assert not model_accepts(ensemble, "ctc_labels")
     predictions = predict_waveforms(ensemble, extractor, clips, max_batch_size=2)
     assert np.allclose(np.stack([p.logits for p in predictions]), got.log().numpy(), atol=1e-5)
     clone = copy.deepcopy(ensemble)
