@@ -17,6 +17,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -78,6 +79,10 @@ from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint  # 
 from modeling import MODEL_CLASSES, EmotionFeatureExtractor, EmotionProcessor  # noqa: E402
 
 logger = logging.getLogger("train")
+# Column options a recipe may list in `optional_columns`: only gender has a neutral reading
+# ('unknown'); without labels, speakers, sessions, dialogues or transcripts the recipe's protocol
+# or loss has nothing to work on.
+OPTIONAL_COLUMN_OPTIONS = ("gender_column",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,6 +185,14 @@ class DataArguments:
         help="Regex over a column (or the audio path): {source, pattern with named groups, templates}"
     )
     gender_map: str | None = _json_field(help="Map gender values or speakers to male/female")
+    optional_columns: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Column options the corpus may lack, e.g. ['gender_column'] so that one recipe runs "
+            "on corpora with and without genders: a missing one is logged and read as absent (gender "
+            "'unknown': the full F0 range and pooled F0 statistics). Any other missing column is an error."
+        },
+    )
     label_map: str | None = _json_field(help="Merge/rename raw label values, e.g. {excited: happy}")
     labels: list[str] | None = field(default=None, metadata={"help": "Classes to keep, in id order."})
     protocol: str = field(default="loso", metadata={"help": f"Evaluation protocol, one of {PROTOCOLS}."})
@@ -261,6 +274,11 @@ class DataArguments:
             raise ValueError("transductive_speaker_normalization needs f0_normalization='speaker'.")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol {self.protocol!r} unknown; choose one of {PROTOCOLS}.")
+        unknown = sorted(set(self.optional_columns or ()) - set(OPTIONAL_COLUMN_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"optional_columns {unknown} unknown; choose from {list(OPTIONAL_COLUMN_OPTIONS)}."
+            )
 
 
 def _parse_json(value: Any, name: str) -> Any:
@@ -463,6 +481,28 @@ def _spec(data_args: DataArguments) -> ColumnSpec:
     )
 
 
+def drop_missing_optional_columns(data_args: DataArguments, column_names: list[str]) -> DataArguments:
+    """`data_args` without the `optional_columns` the corpus lacks (each one logged)."""
+    derived = set()
+    if data_args.derive_columns:
+        derived = set(re.compile(data_args.derive_columns["pattern"]).groupindex)
+        derived |= set(data_args.derive_columns.get("templates") or {})
+    missing = {}
+    for option in data_args.optional_columns or ():
+        column = getattr(data_args, option)
+        if column is not None and column not in column_names and column not in derived:
+            logger.warning(
+                "%s %r is not a column of the corpus (columns: %s); it is optional in this recipe, so it "
+                "is read as absent%s.",
+                option,
+                column,
+                column_names,
+                " (every gender 'unknown')" if option == "gender_column" else "",
+            )
+            missing[option] = None
+    return dataclasses.replace(data_args, **missing) if missing else data_args
+
+
 def load_standardized(data_args: DataArguments) -> datasets.DatasetDict:
     """The recipe's corpus with canonical columns (see ser_data.standardize)."""
     corpus = load_corpus(
@@ -474,6 +514,8 @@ def load_standardized(data_args: DataArguments) -> datasets.DatasetDict:
         data_args.cache_dir,
     )
     rows = filter_rows(corpus, data_args.row_filter)
+    columns = next(iter(rows.values())).column_names
+    data_args = drop_missing_optional_columns(data_args, columns)
     return standardize(rows, _spec(data_args), data_args.preprocessing_num_workers)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -101,10 +102,13 @@ def demo_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
 
 def check_results(output_dir: Path) -> dict:
     results = json.loads((output_dir / "results.json").read_text())
+    protocol = results["protocol"]
     for key in ("wa", "ua", "macro_f1"):
         assert 0.0 <= results[key] <= 1.0
-        assert 0.0 <= results["validation"][key] <= 1.0
-    protocol = results["protocol"]
+        if protocol["validation"]:
+            assert 0.0 <= results["validation"][key] <= 1.0
+        else:  # num_validation_speakers 0: nothing held out for validation
+            assert results["validation"] == {"num_examples": 0}
     assert not set(protocol["train"]) & set(protocol["test"])
     assert not set(protocol["validation"]) & (set(protocol["test"]) | set(protocol["train"]))
     assert (output_dir / "model.safetensors").exists()
@@ -284,6 +288,37 @@ def test_recipe_runs_on_local_fixture_with_hub_schema(recipe, corpus, pretrained
     check_results(tmp_path / "out")
     assert results["labels"] == (config.get("labels") or results["labels"])
     assert results["protocol"]["protocol"] == config["protocol"]
+
+
+def test_optional_gender_column_may_be_missing(corpus, tmp_path, caplog):
+    """The EmoDB recipe on a corpus without genders: read as 'unknown' with a warning, while a
+    missing column that is not optional still fails with the corpus's columns listed."""
+    fixture = hub_fixtures.emodb(hub_fixtures.read_corpus(corpus), tmp_path / "emodb")
+    rows = (fixture / "metadata.csv").read_text().splitlines()
+    (fixture / "metadata.csv").write_text(
+        "\n".join(",".join(c for i, c in enumerate(r.split(",")) if i != 2) for r in rows) + "\n"
+    )
+    recipe = json.loads((ROOT / "configs" / "emodb.json").read_text())
+    recipes = {}
+    for name, optional in (("strict", None), ("optional", ["gender_column"])):
+        recipes[name] = tmp_path / f"{name}.json"
+        recipes[name].write_text(json.dumps({**recipe, "optional_columns": optional}))
+    common = ["--data_dir", str(fixture), *FAST]
+    common += ["--model_config", json.dumps(TINY_SPECTROGRAM["emotion_cnn_transformer"])]
+    with pytest.raises(
+        DataConfigError, match=r"gender_column 'gender' is not a column.*'speaker', 'emotion'"
+    ):
+        train.main([str(recipes["strict"]), *common, "--output_dir", str(tmp_path / "strict")])
+    with caplog.at_level(logging.WARNING, logger="train"):
+        results = train.main([str(recipes["optional"]), *common, "--output_dir", str(tmp_path / "out")])
+    check_results(tmp_path / "out")
+    assert "gender_column 'gender' is not a column of the corpus" in caplog.text
+    assert (
+        len((tmp_path / "out" / "predictions_test.jsonl").read_text().splitlines()) == results["num_examples"]
+    )
+    assert results["num_examples"] > 0
+    with pytest.raises(ValueError, match=r"optional_columns \['label_column'\] unknown"):
+        train.parse_arguments([str(recipes["strict"]), "--optional_columns", "label_column"])
 
 
 def test_two_process_ddp_matches_single_process(corpus, tmp_path):
