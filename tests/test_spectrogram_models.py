@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,16 +326,22 @@ def test_config_validation_and_round_trip(tmp_path):
     }
 
 
+def train_and_save(model, out_dir: Path) -> tuple[list[np.ndarray], Path]:
+    """Two training steps on two clips, then the model (in eval mode) and its feature extractor
+    saved to `out_dir`; returns the clips and `out_dir`."""
+    clips = [speech_like(1.1, seed=4), speech_like(0.3, seed=3)]
+    train_steps(model, featurize(model, clips), torch.tensor([1, 2]), steps=2)
+    model.eval()
+    model.save_pretrained(out_dir)
+    extractor_for(model).save_pretrained(out_dir)
+    return clips, out_dir
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_and_load_with_remote_code_outside_repo(family, tmp_path):
     model = make_model(family, num_time_masks=2, num_freq_masks=1)
-    clips = [speech_like(1.1, seed=4), speech_like(0.3, seed=3)]
-    train_steps(model, featurize(model, clips), torch.tensor([1, 2]), steps=2)
-    model.eval()
-    out_dir = tmp_path / "model"
-    model.save_pretrained(out_dir)
-    extractor_for(model).save_pretrained(out_dir)
+    clips, out_dir = train_and_save(model, tmp_path / "model")
     saved = sorted(p.name for p in out_dir.iterdir())
     assert "model.safetensors" in saved
     assert "modeling_spectrogram_emotion.py" in saved
@@ -549,12 +556,7 @@ def test_pitch_features_average_each_pooled_step():
 @pytest.mark.slow
 def test_pitch_model_loads_with_remote_code_and_runs_in_the_pipeline(tmp_path):
     model = make_model("cnn_transformer", **PITCH)
-    clips = [speech_like(1.1, seed=4), speech_like(0.3, seed=3)]
-    train_steps(model, featurize(model, clips), torch.tensor([1, 2]), steps=2)
-    model.eval()
-    out_dir = tmp_path / "model"
-    model.save_pretrained(out_dir)
-    extractor_for(model).save_pretrained(out_dir)
+    clips, out_dir = train_and_save(model, tmp_path / "model")
     report = run_remote_check(out_dir, clips, tmp_path / "remote")
     with torch.no_grad():
         for clip, remote in zip(clips, report["logits"]):
