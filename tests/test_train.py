@@ -281,12 +281,17 @@ def test_recipe_runs_on_local_fixture_with_hub_schema(recipe, corpus, pretrained
     if swaps:
         args += ["--backbone_config", json.dumps({"mask_time_prob": 0.0})]
     tiny = {"emotion_decomposed": TINY_DECOMPOSITION, **TINY_SPECTROGRAM}.get(config["model_type"])
-    if tiny:
-        args += ["--model_config", json.dumps(tiny)]
+    if tiny:  # tiny sizes, the recipe's inputs (F0 or not)
+        inputs = {k: v for k, v in config.get("model_config", {}).items() if k == "pitch_embedding_size"}
+        args += ["--model_config", json.dumps({**tiny, **inputs})]
     args += ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1"]
     results = train.main(args)
     check_results(tmp_path / "out")
     assert results["labels"] == (config.get("labels") or results["labels"])
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    for key, value in config.get("model_config", {}).items():
+        if key == "pitch_embedding_size":
+            assert saved[key] == value
     assert results["protocol"]["protocol"] == config["protocol"]
 
 
@@ -304,7 +309,11 @@ def test_optional_gender_column_may_be_missing(corpus, tmp_path, caplog):
         recipes[name] = tmp_path / f"{name}.json"
         recipes[name].write_text(json.dumps({**recipe, "optional_columns": optional}))
     common = ["--data_dir", str(fixture), *FAST]
-    common += ["--model_config", json.dumps(TINY_SPECTROGRAM["emotion_cnn_transformer"])]
+    tiny = {
+        **TINY_SPECTROGRAM["emotion_cnn_transformer"],
+        "pitch_embedding_size": 4,
+    }  # F0 with unknown gender
+    common += ["--model_config", json.dumps(tiny)]
     with pytest.raises(
         DataConfigError, match=r"gender_column 'gender' is not a column.*'speaker', 'emotion'"
     ):
