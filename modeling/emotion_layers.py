@@ -86,9 +86,22 @@ def checked_pitch_ids(
             f"pitch_ids have {tuple(pitch_ids.shape)} frames but the log-mel has {tuple(frame_mask.shape)}: "
             f"the feature extractor's hop_length must equal the model's hop_length ({hop_length})."
         )
-    if pitch_ids.min() < 0 or pitch_ids.max() > pitch_bins:
+    if not _tracing() and (pitch_ids.min() < 0 or pitch_ids.max() > pitch_bins):
+        # A value check cannot be part of an exported graph (it depends on the data).
         raise ValueError(f"pitch_ids must lie in [0, {pitch_bins}] (0 = unvoiced).")
     return pitch_ids
+
+
+def _tracing() -> bool:
+    """True while torch.export, dynamo or the TorchScript tracer records the model."""
+    compiler = getattr(torch, "compiler", None)
+    exporting = getattr(compiler, "is_exporting", None)
+    compiling = getattr(compiler, "is_compiling", None)
+    return bool(
+        torch.jit.is_tracing()
+        or (exporting is not None and exporting())
+        or (compiling is not None and compiling())
+    )
 
 
 def warp_frequency_axis(magnitude: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,10 @@ TINY = {
     },
     "emotion_ssl_ctc": {"backbone_config": tiny_backbone_config(), "vocab_size": 12},
     **TINY_SPECTROGRAM,
+    "emotion_cnn_transformer/pitch": {
+        **TINY_SPECTROGRAM["emotion_cnn_transformer"],
+        "pitch_embedding_size": 4,
+    },
     "emotion_decomposed": {
         "backbone_config": tiny_backbone_config(),
         "ctc_weight": 0.1,
@@ -37,9 +41,11 @@ EXPORTABLE = [
     "emotion_ssl/wavlm-group-norm",
     "emotion_ssl_ctc",
     "emotion_cnn_transformer",
+    "emotion_cnn_transformer/pitch",
     "emotion_decomposed",
     "speech_decomposition",
 ]
+PITCH_INPUT = ("emotion_cnn_transformer/pitch", "emotion_decomposed")
 REFUSED = {"emotion_segment_crnn": ["int(counts.max())", "packed sequences", "segment count"]}
 
 
@@ -66,7 +72,7 @@ def test_export_matches_onnxruntime_on_new_lengths(name, tmp_path):
     model_dir = save_tiny(name, tmp_path / "model")
     output = tmp_path / "model.onnx"
     report = export_onnx.main([str(model_dir), "--output", str(output)])
-    assert report["exporter"] == ("dynamo" if name == "emotion_cnn_transformer" else "legacy")
+    assert report["exporter"] == ("dynamo" if name.startswith("emotion_cnn_transformer") else "legacy")
     assert max(report["max_abs_diff"].values()) < 1e-3
     assert not (tmp_path / "model.onnx.log").exists()
 
@@ -79,7 +85,7 @@ def test_export_matches_onnxruntime_on_new_lengths(name, tmp_path):
     # Stage-1 speaker logits do not read pitch_ids, so its graph has no such input.
     assert list(inputs)[:2] == ["input_values", "attention_mask"]
     assert set(inputs) <= set(features)
-    assert ("pitch_ids" in inputs) == (name == "emotion_decomposed")
+    assert ("pitch_ids" in inputs) == (name in PITCH_INPUT)
     assert all(isinstance(dim, str) for i in inputs.values() for dim in i.shape)  # dynamic batch and time
     outputs = session.run(None, {name: features[name] for name in inputs})
     with torch.no_grad():

@@ -536,6 +536,8 @@ def test_pitch_features_train_and_keep_padding_invariance():
         model(features["input_values"], features["attention_mask"])
     with pytest.raises(ValueError, match="hop_length"):
         model(**{**features, "pitch_ids": features["pitch_ids"][:, :-1]})
+    with pytest.raises(ValueError, match=r"pitch_ids must lie in \[0, 256\]"):
+        model(**{**features, "pitch_ids": features["pitch_ids"] + 300})
 
 
 def test_pitch_features_average_each_pooled_step():
