@@ -107,14 +107,19 @@ class ColumnSpec:
     gender_map: tuple[tuple[str, str], ...] | None = None  # value or speaker -> male/female
 
 
+def derived_column_names(derive: Any) -> set[str]:
+    """The columns a `derive_columns` setting (dict or ColumnSpec's sorted tuple) adds."""
+    if not derive:
+        return set()
+    derive = dict(derive)
+    return set(re.compile(derive["pattern"]).groupindex) | set(dict(derive.get("templates") or {}))
+
+
 def check_columns(dataset: Dataset, spec: ColumnSpec) -> None:
     """Fail early, listing the dataset's real columns, when the recipe names a missing one."""
-    derived = set()
+    derived = derived_column_names(spec.derive)
     if spec.derive:
-        derive = dict(spec.derive)
-        pattern = re.compile(derive["pattern"])
-        derived = set(pattern.groupindex) | set(dict(derive.get("templates") or {}))
-        source = derive["source"]
+        source = dict(spec.derive)["source"]
         if source not in dataset.column_names:
             raise DataConfigError(
                 f"derive_columns.source {source!r} is not a column; the dataset has {dataset.column_names}."

@@ -17,7 +17,6 @@ import dataclasses
 import inspect
 import json
 import logging
-import re
 import shutil
 import sys
 import time
@@ -41,6 +40,7 @@ from ser_data import (  # noqa: E402
     ColumnSpec,
     DataConfigError,
     build_vocab,
+    derived_column_names,
     f0_stats_by_gender,
     f0_stats_by_speaker,
     filter_rows,
@@ -483,10 +483,7 @@ def _spec(data_args: DataArguments) -> ColumnSpec:
 
 def drop_missing_optional_columns(data_args: DataArguments, column_names: list[str]) -> DataArguments:
     """`data_args` without the `optional_columns` the corpus lacks (each one logged)."""
-    derived = set()
-    if data_args.derive_columns:
-        derived = set(re.compile(data_args.derive_columns["pattern"]).groupindex)
-        derived |= set(data_args.derive_columns.get("templates") or {})
+    derived = derived_column_names(data_args.derive_columns)
     missing = {}
     for option in data_args.optional_columns or ():
         column = getattr(data_args, option)
@@ -514,8 +511,8 @@ def load_standardized(data_args: DataArguments) -> datasets.DatasetDict:
         data_args.cache_dir,
     )
     rows = filter_rows(corpus, data_args.row_filter)
-    columns = next(iter(rows.values())).column_names
-    data_args = drop_missing_optional_columns(data_args, columns)
+    columns = set.intersection(*(set(split.column_names) for split in rows.values()))
+    data_args = drop_missing_optional_columns(data_args, sorted(columns))
     return standardize(rows, _spec(data_args), data_args.preprocessing_num_workers)
 
 
