@@ -13,10 +13,14 @@ left once the voicing decision is *learned from Harvest itself*, and where the d
 3. Classifiers trained to predict Harvest's voicing on 5 speakers (03, 09, 11, 13, 15) and scored
    on the other 5 (speaker-disjoint): logistic regression, an MLP, gradient-boosted trees.
 4. Where the errors are: by distance to the nearest voicing change of the Harvest reference, for
-   the best classifier and for delayed Harvest.
+   every row (yin, each classifier, delayed Harvest).
+
+The features recompute YIN's difference function next to `track_f0_yin` (which does not return
+it), so the "yin + features" speed is a lower bound for a tracker that shares the work.
 
 Run: `python benchmarks/f0_voicing_study.py [--clips_per_speaker 25]` (EmoDB needed:
-../shared/data/emodb; Harvest dominates the run time, about 1 CPU minute per 10 clips).
+../shared/data/emodb; Harvest, run twice per clip, dominates: about 2 CPU minutes for the default 250
+clips).
 """
 
 from __future__ import annotations
