@@ -190,6 +190,12 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
             0 reads the log-mel alone (and the feature extractor computes no F0).
         pitch_bins (`int`, defaults to 256): Voiced F0 bins of `pitch_ids` (the feature extractor's
             quantisation; ids 1..`pitch_bins` span ±4 standard deviations of log-F0).
+        delta_order (`int`, defaults to 0): Input channels of the 2-D CNN beyond the log-mel: 1 adds
+            its Δ, 2 adds Δ and ΔΔ (the "3-D log-mel" of Chen et al., 2018). A 3×3 first layer sees
+            only ±1 frame; regression deltas over `delta_width` frames give it the local slope of
+            each band (e.g. how fast energy or a formant moves) directly.
+        delta_width (`int`, defaults to 5): Odd window of the Δ regression (`N = delta_width // 2`
+            frames each side, each clip's edge frames replicated), as `librosa.feature.delta(width=...)`.
         kwargs: Every argument of [`SpectrogramEmotionConfig`] (mel settings, SpecAugment, mixup, loss).
     """
 
@@ -217,6 +223,8 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         classifier_hidden_size: int = 0,
         pitch_embedding_size: int = 0,
         pitch_bins: int = 256,
+        delta_order: int = 0,
+        delta_width: int = 5,
         **kwargs: Any,
     ):
         self.conv_channels = list(conv_channels if conv_channels is not None else [32, 64, 128, 256, 512])
@@ -239,9 +247,17 @@ class CNNTransformerEmotionConfig(SpectrogramEmotionConfig):
         self.classifier_hidden_size = classifier_hidden_size
         self.pitch_embedding_size = pitch_embedding_size
         self.pitch_bins = pitch_bins
+        self.delta_order = delta_order
+        self.delta_width = delta_width
         super().__init__(**kwargs)
         if pitch_embedding_size < 0 or pitch_bins < 2:
             raise ValueError("pitch_embedding_size must be >= 0 and pitch_bins >= 2.")
+        if delta_order not in (0, 1, 2):
+            raise ValueError(f"delta_order must be 0, 1 or 2, got {delta_order}.")
+        if delta_width < 3 or delta_width % 2 == 0:
+            raise ValueError(f"delta_width must be an odd integer >= 3, got {delta_width}.")
+        if delta_order and not self.conv_channels:
+            raise ValueError("delta_order > 0 adds CNN input channels; it needs conv_channels.")
         if len(self.time_conv_dilations) != len(self.time_conv_kernel_sizes):
             raise ValueError("time_conv_dilations needs one entry per time_conv_kernel_sizes entry.")
         if any(k % 2 == 0 or k < 1 for k in self.time_conv_kernel_sizes) or any(

@@ -346,7 +346,7 @@ class PitchFeatures(nn.Module):
 
 
 class CNNTransformerEncoder(nn.Module):
-    """Log-mel → SpecAugment (→ mixup) → CNN blocks → frequency folding → linear → 1-D convs →
+    """Log-mel (with Δ, ΔΔ as channels when `delta_order` says) → SpecAugment (→ mixup) → CNN blocks → frequency folding → linear → 1-D convs →
     `alpha * PE` → Transformer (the convolutions, the CNN and the Transformer are each optional).
 
     Returns the output `(batch, steps, hidden_size)` and its valid-step mask.
@@ -359,7 +359,9 @@ class CNNTransformerEncoder(nn.Module):
             config.num_time_masks, config.time_mask_width, config.num_freq_masks, config.freq_mask_width
         )
         pools = pool_pairs(config.pool_sizes)
-        in_channels = [1, *config.conv_channels[:-1]]
+        self.delta_order = config.delta_order
+        self.delta_width = config.delta_width
+        in_channels = [1 + config.delta_order, *config.conv_channels[:-1]]
         self.conv_blocks = nn.ModuleList(
             ConvBlock(c_in, c_out, kernel, pool)
             for c_in, c_out, kernel, pool in zip(
@@ -407,18 +409,21 @@ class CNNTransformerEncoder(nn.Module):
         pitch = None
         if self.pitch is not None:
             pitch = self.pitch.frame_features(pitch_ids, lengths_to_mask(lengths, log_mel.shape[1]))
-        log_mel = self.spec_augment(log_mel, lengths)
+        channels = [log_mel]
+        for _ in range(self.delta_order):
+            channels.append(delta_features(channels[-1], lengths, self.delta_width))
+        spectrogram = self.spec_augment(torch.stack(channels, dim=1), lengths)
         if mixing is not None:
             if pitch is not None:
                 pitch, _ = mixing.apply(pitch, lengths)
-            log_mel, lengths = mixing.apply(log_mel, lengths)
+            spectrogram, lengths = mixing.apply(spectrogram, lengths)
         # Clips too short to survive the time poolings get zero frames appended (inside the clip).
-        if log_mel.shape[1] < self.min_frames:
-            log_mel = F.pad(log_mel, (0, 0, 0, self.min_frames - log_mel.shape[1]))
+        if spectrogram.shape[2] < self.min_frames:
+            spectrogram = F.pad(spectrogram, (0, 0, 0, self.min_frames - spectrogram.shape[2]))
             if pitch is not None:
                 pitch = F.pad(pitch, (0, 0, 0, self.min_frames - pitch.shape[1]))
         lengths = lengths.clamp(min=self.min_frames)
-        hidden = log_mel.unsqueeze(1)
+        hidden = spectrogram
         for block in self.conv_blocks:
             hidden, lengths = block(hidden, lengths)
         batch, channels, steps, bands = hidden.shape

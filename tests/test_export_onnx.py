@@ -24,9 +24,11 @@ TINY = {
     },
     "emotion_ssl_ctc": {"backbone_config": tiny_backbone_config(), "vocab_size": 12},
     **TINY_SPECTROGRAM,
-    "emotion_cnn_transformer/pitch": {
+    # F0 input and Δ/ΔΔ channels in one variant: both add length-dependent steps to the graph.
+    "emotion_cnn_transformer/pitch-deltas": {
         **TINY_SPECTROGRAM["emotion_cnn_transformer"],
         "pitch_embedding_size": 4,
+        "delta_order": 2,
     },
     "emotion_decomposed": {
         "backbone_config": tiny_backbone_config(),
@@ -41,11 +43,11 @@ EXPORTABLE = [
     "emotion_ssl/wavlm-group-norm",
     "emotion_ssl_ctc",
     "emotion_cnn_transformer",
-    "emotion_cnn_transformer/pitch",
+    "emotion_cnn_transformer/pitch-deltas",
     "emotion_decomposed",
     "speech_decomposition",
 ]
-PITCH_INPUT = ("emotion_cnn_transformer/pitch", "emotion_decomposed")
+PITCH_INPUT = ("emotion_cnn_transformer/pitch-deltas", "emotion_decomposed")
 REFUSED = {"emotion_segment_crnn": ["int(counts.max())", "packed sequences", "segment count"]}
 
 

@@ -139,6 +139,7 @@ def test_focal_loss_and_class_weights(family):
         ("cnn_transformer", {"frequency_reduction": "mean", "mel_normalization": "none"}),
         ("cnn_transformer", TDNN),
         ("cnn_transformer", {"mel_normalization": "corpus", "pooling": "statistics", "num_hidden_layers": 0}),
+        ("cnn_transformer", {"mel_normalization": "corpus", "delta_order": 2, "num_hidden_layers": 0}),
         ("segment_crnn", {}),
         ("segment_crnn", {"mel_normalization": "none", "segment_length": 24, "segment_hop": 10}),
     ],
@@ -494,6 +495,36 @@ def test_recipe_option_validation():
     assert config.conv_kernel_sizes == [3, 3]
     assert config.pool_sizes == [2, 2]
     assert CNNTransformerEmotionConfig(conv_channels=[]).min_input_frames == 1
+    with pytest.raises(ValueError, match="delta_order"):
+        CNNTransformerEmotionConfig(delta_order=3)
+    with pytest.raises(ValueError, match="delta_width"):
+        CNNTransformerEmotionConfig(delta_order=1, delta_width=4)
+    with pytest.raises(ValueError, match="conv_channels"):
+        CNNTransformerEmotionConfig(**TDNN, delta_order=1)
+
+
+@pytest.mark.parametrize("delta_order", [0, 1, 2])
+def test_delta_channels_reach_the_cnn(delta_order):
+    """`delta_order` stacks the log-mel's Δ (and ΔΔ of Δ) as CNN input channels, each computed
+    within the clip's own length; 0 leaves the single log-mel channel."""
+    model = make_model("cnn_transformer", delta_order=delta_order, delta_width=3).eval()
+    assert model.encoder.conv_blocks[0].conv.in_channels == 1 + delta_order
+    seen = {}
+    model.encoder.conv_blocks[0].register_forward_hook(lambda module, args, out: seen.update(x=args[0]))
+    features = featurize(model, [speech_like(s, seed=i) for i, s in enumerate(CLIP_SECONDS)])
+    with torch.no_grad():
+        model(**features)
+        log_mel, lengths = model.encoder.front_end(features["input_values"], features["attention_mask"])
+    stacked = seen["x"]
+    assert stacked.shape[:3] == (3, 1 + delta_order, log_mel.shape[1])
+    expected = [log_mel]
+    for _ in range(delta_order):
+        expected.append(delta_features(expected[-1], lengths, 3))
+    for channel, reference in enumerate(expected):
+        assert torch.allclose(stacked[:, channel], reference, atol=1e-6), channel
+    if delta_order:  # not vacuous: the Δ channel is a non-zero slope, not a copy of the log-mel
+        assert stacked[:, 1].abs().max() > 1e-2
+        assert not torch.allclose(stacked[:, 1], stacked[:, 0])
 
 
 PITCH = {
