@@ -20,6 +20,12 @@ Options of this script (not train.py's), on the command line or in the recipe's
 - `--seeds 0,1` (recipe: `"seeds": [0, 1]`): a seed ensemble. Each fold trains once per seed in
   `fold_<k>/seed_<s>` and the fold's predictions average the seeds' emotion probabilities
   (validation and test); nothing is selected on test data.
+- `"members": [{"seed": 0}, {"name": "deltas", "seed": 0, "model_config": {"delta_order": 2}}]`
+  (recipe only; instead of `seeds`): an ensemble of variants. Each member trains once per fold in
+  `fold_<k>/<name>` with its seed and its `model_config` fields over the recipe's (a member
+  without `model_config` is named `seed_<s>` by default), and the fold averages the members'
+  probabilities like a seed ensemble. Members that differ in what they read (an input, a model
+  size) make errors that agree less than seeds of one model do, so they average better.
 """
 
 from __future__ import annotations
@@ -80,13 +86,48 @@ def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
     return stripped
 
 
-def _fold_argv(argv: list[str], fold: int, fold_dir: Path, seed: int | None = None) -> list[str]:
+def _fold_argv(
+    argv: list[str], fold: int, fold_dir: Path, seed: int | None = None, model_config: dict | None = None
+) -> list[str]:
     names = ("fold", "output_dir") if seed is None else ("fold", "output_dir", "seed")
     extra = [] if seed is None else ["--seed", str(seed)]
+    if model_config:
+        # On top of any --model_config of the command line (train.py merges it into the recipe's).
+        given = _option(argv, "model_config")
+        extra += ["--model_config", json.dumps({**(json.loads(given) if given else {}), **model_config})]
+        names += ("model_config",)
     return [*_strip_options(argv, names), "--fold", str(fold), "--output_dir", str(fold_dir), *extra]
 
 
-CV_OPTIONS = ("folds", "parallel_folds", "threads_per_fold", "seeds")
+CV_OPTIONS = ("folds", "parallel_folds", "threads_per_fold", "seeds", "members")
+MEMBER_KEYS = ("name", "seed", "model_config")
+
+
+def ensemble_members(seeds: list[int] | None, members: Any) -> list[dict[str, Any]] | None:
+    """The runs each fold averages, `[{"name", "seed", "model_config"}]`, from `seeds` or the
+    recipe's `members` list; None for a single run per fold."""
+    if members in (None, []):
+        return [{"name": f"seed_{s}", "seed": s, "model_config": {}} for s in seeds] if seeds else None
+    if seeds:
+        raise ValueError("cross_validation: give either seeds or members, not both")
+    if not isinstance(members, list):
+        raise ValueError(f"cross_validation members must be a list of objects, got {members!r}")
+    specs = []
+    for i, member in enumerate(members):
+        if not isinstance(member, dict) or set(member) - set(MEMBER_KEYS):
+            raise ValueError(f"cross_validation members[{i}] must be an object with keys among {MEMBER_KEYS}")
+        overrides = member.get("model_config") or {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"cross_validation members[{i}].model_config must be an object")
+        seed = int(member.get("seed", 0))
+        name = str(member.get("name") or (f"seed_{seed}" if not overrides else f"member_{i}"))
+        if not name.replace("_", "").replace("-", "").replace(".", "").isalnum() or name.startswith("."):
+            raise ValueError(f"cross_validation members[{i}] name {name!r}: use letters, digits, _ - .")
+        specs.append({"name": name, "seed": seed, "model_config": overrides})
+    names = [m["name"] for m in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"cross_validation member names must be unique, got {names}")
+    return specs
 
 
 def cv_options(argv: list[str]) -> dict[str, Any]:
@@ -98,7 +139,7 @@ def cv_options(argv: list[str]) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"unknown cross_validation keys {unknown}; expected some of {CV_OPTIONS}")
         options.update(block)
-    for name in CV_OPTIONS:
+    for name in CV_OPTIONS[:-1]:  # members only in the recipe
         value = _option(argv, name)
         if value is not None:
             options[name] = value
@@ -113,11 +154,15 @@ def cv_options(argv: list[str]) -> dict[str, Any]:
     threads = int(threads) if threads else max(1, (os.cpu_count() or 1) // parallel)
     if parallel < 1 or threads < 1:
         raise ValueError("parallel_folds and threads_per_fold must be >= 1")
+    seeds = int_list(options.get("seeds"))
+    if _option(argv, "seeds") is not None:
+        options.pop("members", None)  # --seeds on the command line replaces the recipe's members
     return {
         "folds": int_list(options.get("folds")),
         "parallel_folds": parallel,
         "threads_per_fold": threads,
-        "seeds": int_list(options.get("seeds")),
+        "seeds": seeds,
+        "members": ensemble_members(seeds, options.get("members")),
     }
 
 
@@ -163,16 +208,20 @@ def average_seed_predictions(member_dirs: list[Path], split: str, labels: list[s
     return rows, metrics
 
 
-def combine_seeds(fold_dir: Path, seed_results: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The fold's results from its seed runs: averaged probabilities, written to the fold's
-    `predictions_{validation,test}.jsonl` and `results.json`."""
-    seeds = sorted(seed_results)
-    first = seed_results[seeds[0]]
+def combine_members(
+    fold_dir: Path, member_results: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The fold's results from its ensemble members' runs (`fold_dir/<name>`, e.g. `seed_0`):
+    averaged probabilities, written to the fold's `predictions_{validation,test}.jsonl` and
+    `results.json`. `specs` (name → seed and model_config) is recorded with each member."""
+    names = list(member_results)
+    first = member_results[names[0]]
     labels = first["labels"]
-    member_dirs = [fold_dir / f"seed_{s}" for s in seeds]
+    member_dirs = [fold_dir / name for name in names]
     test_rows, test = average_seed_predictions(member_dirs, "test", labels)
     write_jsonl_atomic(fold_dir / "predictions_test.jsonl", test_rows)
-    validation_sets = {tuple(sorted(r["protocol"].get("validation", []))) for r in seed_results.values()}
+    runs = member_results.values()
+    validation_sets = {tuple(sorted(r["protocol"].get("validation", []))) for r in runs}
     if validation_sets == {()}:  # num_validation_speakers=0: nothing was validated
         validation = {"num_examples": 0}
         write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", [])
@@ -183,10 +232,7 @@ def combine_seeds(fold_dir: Path, seed_results: dict[int, dict[str, Any]]) -> di
         # train.py draws a fold's validation speakers with the training seed, so each seed may
         # hold out other (non-test) speakers: there is no common validation set to ensemble on.
         # The fold reports the mean of its members' validation metrics instead.
-        validation = {
-            k: float(np.mean([r["validation"][k] for r in seed_results.values()]))
-            for k in ("wa", "ua", "macro_f1")
-        }
+        validation = {k: float(np.mean([r["validation"][k] for r in runs])) for k in ("wa", "ua", "macro_f1")}
         validation["mean_of_seed_runs"] = True
     result = {
         **{k: v for k, v in first.items() if k not in ("validation", "train", "ensemble")},
@@ -194,26 +240,22 @@ def combine_seeds(fold_dir: Path, seed_results: dict[int, dict[str, Any]]) -> di
         "validation": validation,
         "protocol": {
             **first["protocol"],
-            "validation": sorted(
-                {v for r in seed_results.values() for v in r["protocol"].get("validation", [])}
-            ),
-            "train": sorted(
-                set.intersection(*(set(r["protocol"].get("train", [])) for r in seed_results.values()))
-            ),
+            "validation": sorted({v for r in runs for v in r["protocol"].get("validation", [])}),
+            "train": sorted(set.intersection(*(set(r["protocol"].get("train", [])) for r in runs))),
         },
-        "seed_ensemble": {
-            "seeds": seeds,
+        "member_ensemble": {
             "validation_speakers": {
-                str(s): r["protocol"].get("validation", []) for s, r in seed_results.items()
+                n: r["protocol"].get("validation", []) for n, r in member_results.items()
             },
             "members": {
-                str(s): {
+                name: {
+                    **((specs or {}).get(name) or {}),
                     "test": {k: r[k] for k in ("wa", "ua", "macro_f1")},
                     "validation": {
                         k: r["validation"][k] for k in ("wa", "ua", "macro_f1") if k in r["validation"]
                     },
                 }
-                for s, r in seed_results.items()
+                for name, r in member_results.items()
             },
         },
     }
@@ -293,8 +335,9 @@ def metrics_from_confusion(matrix: np.ndarray) -> dict[str, float]:
 
 def ensemble_components(fold_results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Pooled metrics of the parts of the folds' ensembles, from the files the runs wrote: each
-    seed alone (`seed_<s>`, with its checkpoint ensemble if any) and, where a checkpoint ensemble
-    was used, the run's best-validation checkpoint alone (`[seed_<s> ]single_checkpoint`).
+    member alone (`seed_<s>` or the member's name, with its checkpoint ensemble if any) and, where
+    a checkpoint ensemble was used, the run's best-validation checkpoint alone
+    (`[<member> ]single_checkpoint`).
     Empty when no ensemble was used."""
     labels = fold_results[0]["labels"]
     size = len(labels)
@@ -306,10 +349,10 @@ def ensemble_components(fold_results: list[dict[str, Any]]) -> dict[str, dict[st
     for result in fold_results:
         fold_dir = Path(result["_dir"])
         runs = {"": result}
-        if "seed_ensemble" in result:
+        if "member_ensemble" in result:
             runs = {
-                f"seed_{seed}": json.loads((fold_dir / f"seed_{seed}" / "results.json").read_text())
-                for seed in result["seed_ensemble"]["seeds"]
+                name: json.loads((fold_dir / name / "results.json").read_text())
+                for name in result["member_ensemble"]["members"]
             }
         for name, run in runs.items():
             if name:
@@ -347,6 +390,11 @@ def write_report(output_dir: Path, summary: dict[str, Any]) -> None:
         f" ({summary.get('parallel_folds', 1)} fold(s) at a time"
         + (f", {summary['threads_per_fold']} thread(s) each" if summary.get("threads_per_fold") else "")
         + (f"; seed ensemble {summary['seeds']}" if summary.get("seeds") else "")
+        + (
+            f"; ensemble of {', '.join(m['name'] for m in summary['members'])}"
+            if summary.get("members")
+            else ""
+        )
         + ").",
         "",
         format_table([*rows, pooled_row, mean_row], columns),
@@ -378,6 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = cv_options(argv)  # ours, not train.py's: stripped before train.py parses argv
     argv = _strip_options(argv, CV_OPTIONS)
     parallel, threads, seeds = options["parallel_folds"], options["threads_per_fold"], options["seeds"]
+    members = {m["name"]: m for m in options["members"] or []}
     if parallel > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(
             "parallel_folds > 1 runs folds in separate processes; do not combine it with accelerate launch"
@@ -391,30 +440,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         output_dir,
         parallel,
         threads,
-        f", seeds {seeds}" if seeds else "",
+        f", members {list(members)}" if members else "",
     )
     finished = {fold: _finished_fold(output_dir / f"fold_{fold}" / "results.json") for fold in folds}
-    # Seed-major order: every fold's first seed finishes before any second seed starts.
-    jobs = [(f, s) for s in (seeds or [None]) for f in folds if finished[f] is None]
+    # Member-major order: every fold's first member finishes before any second member starts.
+    jobs = [(f, m) for m in (list(members) or [None]) for f in folds if finished[f] is None]
 
-    def run_job(job: tuple[int, int | None]) -> dict[str, Any]:
-        fold, seed = job
-        run_dir = output_dir / f"fold_{fold}" / ("" if seed is None else f"seed_{seed}")
+    def run_job(job: tuple[int, str | None]) -> dict[str, Any]:
+        fold, name = job
+        run_dir = output_dir / f"fold_{fold}" / (name or "")
+        which = "" if name is None else f" {name}"
         result = _finished_fold(run_dir / "results.json")
         if result is not None:
-            logger.info("fold %d%s already finished, skipping", fold, "" if seed is None else f" seed {seed}")
+            logger.info("fold %d%s already finished, skipping", fold, which)
             return result
-        logger.info("fold %d/%d%s", fold + 1, total, "" if seed is None else f" seed {seed}")
-        fold_argv = _fold_argv(argv, fold, run_dir, seed)
+        logger.info("fold %d/%d%s", fold + 1, total, which)
+        member = members.get(name) or {}
+        fold_argv = _fold_argv(argv, fold, run_dir, member.get("seed"), member.get("model_config"))
         if parallel == 1:
             return train.main(fold_argv)
         result = _run_subprocess(fold_argv, run_dir, threads)
-        logger.info(
-            "fold %d%s done: UA %.3f",
-            fold,
-            "" if seed is None else f" seed {seed}",
-            result.get("ua", float("nan")),
-        )
+        logger.info("fold %d%s done: UA %.3f", fold, which, result.get("ua", float("nan")))
         return result
 
     if parallel == 1:
@@ -429,9 +475,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = finished[fold]
         if result is not None:
             logger.info("fold %d already finished, skipping", fold)
-        elif seeds:
-            members = {s: by_job[(fold, s)] for s in seeds}
-            result = combine_seeds(fold_dir, members) if all(members.values()) else {}
+        elif members:
+            runs = {name: by_job[(fold, name)] for name in members}
+            specs = {
+                name: {"seed": m["seed"], "model_config": m["model_config"]} for name, m in members.items()
+            }
+            result = combine_members(fold_dir, runs, specs) if all(runs.values()) else {}
         else:
             result = by_job[(fold, None)]
         if result:  # empty on non-main processes under DDP
@@ -450,6 +499,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["threads_per_fold"] = threads if parallel > 1 else None
     if seeds:
         summary["seeds"] = seeds
+    elif members:
+        summary["members"] = list(members.values())
     write_json_atomic(output_dir / "cv_results.json", summary)
     save_confusion_png(
         summary["pooled"]["confusion_matrix"],

@@ -318,6 +318,42 @@ def test_cross_validate_options_from_recipe_and_command_line(tmp_path):
     assert fold_argv == ["--fold", "1", "--output_dir", str(tmp_path / "f"), "--seed", "2"]
 
 
+def test_cross_validate_members_of_an_ensemble(tmp_path):
+    """`members` in the recipe: variants with their own seed and model_config fields, named
+    `seed_<s>` by default; their fields go on top of a --model_config given on the command line."""
+    import cross_validate
+
+    recipe = tmp_path / "r.json"
+    members = [{"seed": 0}, {"seed": 1}, {"name": "deltas", "seed": 0, "model_config": {"delta_order": 2}}]
+    recipe.write_text(json.dumps({"cross_validation": {"members": members}}))
+    specs = cross_validate.cv_options([str(recipe)])["members"]
+    assert [m["name"] for m in specs] == ["seed_0", "seed_1", "deltas"]
+    assert specs[2] == {"name": "deltas", "seed": 0, "model_config": {"delta_order": 2}}
+    # --seeds on the command line replaces the recipe's members; "" means one run per fold.
+    assert [m["name"] for m in cross_validate.cv_options([str(recipe), "--seeds", "3"])["members"]] == [
+        "seed_3"
+    ]
+    assert cross_validate.cv_options([str(recipe), "--seeds", ""])["members"] is None
+    assert cross_validate.ensemble_members(None, None) is None
+    for bad, message in (
+        ([{"seed": 0}, {"seed": 0}], "unique"),
+        ([{"seed": 0, "epochs": 3}], "keys among"),
+        ([{"name": "../x", "model_config": {"n_mels": 8}}], "letters, digits"),
+        ([{"model_config": [1]}], "must be an object"),
+        ({"seed": 0}, "must be a list"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            cross_validate.ensemble_members(None, bad)
+    with pytest.raises(ValueError, match="either seeds or members"):
+        cross_validate.ensemble_members([0], [{"seed": 1}])
+    assert cross_validate.ensemble_members(None, [{"model_config": {"n_mels": 8}}])[0]["name"] == "member_0"
+    argv = ["--model_config", json.dumps({"n_mels": 16, "hidden_size": 8}), "--learning_rate", "1e-3"]
+    fold_argv = cross_validate._fold_argv(argv, 2, tmp_path / "f", seed=0, model_config={"n_mels": 32})
+    assert fold_argv.count("--model_config") == 1
+    assert json.loads(fold_argv[fold_argv.index("--model_config") + 1]) == {"n_mels": 32, "hidden_size": 8}
+    assert fold_argv[:2] == ["--learning_rate", "1e-3"]
+
+
 @pytest.mark.slow
 def test_cross_validate_parallel_folds_match_in_process_folds(small_corpus, tmp_path):
     import cross_validate
@@ -394,9 +430,9 @@ def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_p
     assert np.allclose(got, expected, atol=1e-5)
     assert [r["prediction"] for r in rows] == [labels[i] for i in expected.argmax(1)]
     results = json.loads((fold / "results.json").read_text())
-    assert sorted(results["seed_ensemble"]["members"]) == ["0", "1"]
-    assert results["seed_ensemble"]["validation_speakers"] == {
-        str(s): r["protocol"]["validation"] for s, r in zip((0, 1), runs)
+    assert sorted(results["member_ensemble"]["members"]) == ["seed_0", "seed_1"]
+    assert results["member_ensemble"]["validation_speakers"] == {
+        f"seed_{s}": r["protocol"]["validation"] for s, r in zip((0, 1), runs)
     }
     # The parts of the ensemble, pooled: each seed, and each seed's best checkpoint alone.
     components = summary["components"]
@@ -411,7 +447,49 @@ def test_cross_validate_seed_ensemble_averages_probabilities(small_corpus, tmp_p
     assert cross_validate.main(argv)["pooled"] == summary["pooled"]
 
 
-def test_combine_seeds_with_different_validation_speakers(tmp_path):
+@pytest.mark.slow
+def test_cross_validate_variant_ensemble_trains_each_member_with_its_config(small_corpus, tmp_path):
+    import cross_validate
+
+    recipe = tmp_path / "recipe.json"
+    members = [{"seed": 0}, {"name": "wide", "seed": 0, "model_config": {"hidden_size": 12}}]
+    recipe.write_text(
+        json.dumps({"output_dir": str(tmp_path / "cv"), "cross_validation": {"members": members}})
+    )
+    argv = [
+        str(recipe),
+        *train_args(small_corpus, tmp_path / "cv", "--num_train_epochs", "1", "--folds", "0"),
+    ]
+    summary = cross_validate.main([*argv, "--parallel_folds", "2", "--threads_per_fold", "1"])
+    fold = tmp_path / "cv" / "fold_0"
+    configs = {name: json.loads((fold / name / "config.json").read_text()) for name in ("seed_0", "wide")}
+    assert configs["seed_0"]["hidden_size"] == 8
+    assert configs["wide"]["hidden_size"] == 12
+    assert configs["wide"]["n_mels"] == 16  # the command line's model_config still applies
+    labels = summary["labels"]
+    parts = [
+        np.array(
+            [
+                [r["probabilities"][k] for k in labels]
+                for r in read_jsonl(fold / name / "predictions_test.jsonl")
+            ]
+        )
+        for name in ("seed_0", "wide")
+    ]
+    got = np.array(
+        [[r["probabilities"][k] for k in labels] for r in read_jsonl(fold / "predictions_test.jsonl")]
+    )
+    assert np.allclose(got, (parts[0] + parts[1]) / 2, atol=1e-5)
+    results = json.loads((fold / "results.json").read_text())
+    assert results["member_ensemble"]["members"]["wide"]["model_config"] == {"hidden_size": 12}
+    assert sorted(summary["components"]) == ["seed_0", "wide"]
+    wide = json.loads((fold / "wide" / "results.json").read_text())
+    assert summary["components"]["wide"]["ua"] == pytest.approx(wide["ua"])
+    assert [m["name"] for m in summary["members"]] == ["seed_0", "wide"]
+    assert "ensemble of seed_0, wide" in (tmp_path / "cv" / "cv_results.md").read_text()
+
+
+def test_combine_members_with_different_validation_speakers(tmp_path):
     """The validation speakers of a fold are drawn with the training seed: seed runs may hold out
     different speakers. Test predictions are averaged; validation metrics are the runs' mean."""
     import cross_validate
@@ -449,7 +527,7 @@ def test_combine_seeds_with_different_validation_speakers(tmp_path):
                 }
             )
         )
-        results[seed] = {
+        results[f"seed_{seed}"] = {
             "labels": labels,
             "wa": 0.5,
             "ua": 0.5,
@@ -457,7 +535,7 @@ def test_combine_seeds_with_different_validation_speakers(tmp_path):
             "validation": {"wa": 0.2 + seed, "ua": 0.4 + seed, "macro_f1": 0.6 + seed},
             "protocol": {"test": ["t"], "validation": validation, "train": ["c", "b" if seed == 0 else "a"]},
         }
-    combined = cross_validate.combine_seeds(tmp_path / "fold_0", results)
+    combined = cross_validate.combine_members(tmp_path / "fold_0", results)
     rows = read_jsonl(tmp_path / "fold_0" / "predictions_test.jsonl")
     assert rows[0]["probabilities"]["angry"] == pytest.approx(0.55)
     assert [r["prediction"] for r in rows] == ["angry", "sad"]
