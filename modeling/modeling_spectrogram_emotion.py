@@ -87,6 +87,14 @@ def delta_features(features: torch.Tensor, lengths: torch.Tensor, width: int = 5
     return zero_padded_frames(delta, lengths_to_mask(lengths, frames))
 
 
+def stack_deltas(features: torch.Tensor, lengths: torch.Tensor, order: int, width: int) -> torch.Tensor:
+    """`(batch, 1 + order, frames, bins)`: the features, then their Δ (and the Δ of that, ΔΔ)."""
+    channels = [features]
+    for _ in range(order):
+        channels.append(delta_features(channels[-1], lengths, width))
+    return torch.stack(channels, dim=1)
+
+
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
     """The Transformer's sinusoidal position encoding `(length, dim)`; computed on the fly, not stored."""
     position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
@@ -346,8 +354,9 @@ class PitchFeatures(nn.Module):
 
 
 class CNNTransformerEncoder(nn.Module):
-    """Log-mel (with Δ, ΔΔ as channels when `delta_order` says) → SpecAugment (→ mixup) → CNN blocks → frequency folding → linear → 1-D convs →
-    `alpha * PE` → Transformer (the convolutions, the CNN and the Transformer are each optional).
+    """Log-mel (and its Δ, ΔΔ as channels, `delta_order`) → SpecAugment (→ mixup) → CNN blocks →
+    frequency folding → linear → 1-D convs → `alpha * PE` → Transformer (the convolutions, the CNN
+    and the Transformer are each optional).
 
     Returns the output `(batch, steps, hidden_size)` and its valid-step mask.
     """
@@ -409,10 +418,8 @@ class CNNTransformerEncoder(nn.Module):
         pitch = None
         if self.pitch is not None:
             pitch = self.pitch.frame_features(pitch_ids, lengths_to_mask(lengths, log_mel.shape[1]))
-        channels = [log_mel]
-        for _ in range(self.delta_order):
-            channels.append(delta_features(channels[-1], lengths, self.delta_width))
-        spectrogram = self.spec_augment(torch.stack(channels, dim=1), lengths)
+        spectrogram = stack_deltas(log_mel, lengths, self.delta_order, self.delta_width)
+        spectrogram = self.spec_augment(spectrogram, lengths)
         if mixing is not None:
             if pitch is not None:
                 pitch, _ = mixing.apply(pitch, lengths)
@@ -486,9 +493,7 @@ class SegmentCRNNEncoder(nn.Module):
     def features(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         """Stacked `(batch, 3, frames, n_mels)` log-mel, Δ, ΔΔ (after SpecAugment) and frame lengths."""
         log_mel, lengths = self.front_end(input_values, attention_mask)
-        delta = delta_features(log_mel, lengths, self.delta_width)
-        delta2 = delta_features(delta, lengths, self.delta_width)
-        return self.spec_augment(torch.stack([log_mel, delta, delta2], dim=1), lengths), lengths
+        return self.spec_augment(stack_deltas(log_mel, lengths, 2, self.delta_width), lengths), lengths
 
     def forward(
         self,

@@ -25,7 +25,7 @@ Options of this script (not train.py's), on the command line or in the recipe's
   `fold_<k>/<name>` with its seed and its `model_config` fields over the recipe's (a member
   without `model_config` is named `seed_<s>` by default), and the fold averages the members'
   probabilities like a seed ensemble. Members that differ in what they read (an input, a model
-  size) make errors that agree less than seeds of one model do, so they average better.
+  size) tend to make less correlated errors than seeds of one model, which is what averaging needs.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def average_seed_predictions(member_dirs: list[Path], split: str, labels: list[s
     rows = []
     for utt, first in members[0].items():
         if any(utt not in m for m in members[1:]):
-            raise ValueError(f"seed runs disagree on the {split} utterances ({utt})")
+            raise ValueError(f"ensemble members disagree on the {split} utterances ({utt})")
         probs = np.mean([[m[utt]["probabilities"][name] for name in labels] for m in members], axis=0)
         rows.append(
             {
