@@ -186,7 +186,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def average_seed_predictions(member_dirs: list[Path], split: str, labels: list[str]):
+def average_member_predictions(member_dirs: list[Path], split: str, labels: list[str]):
     """Rows whose probabilities are the mean over the members' `predictions_<split>.jsonl`, and
     their metrics. Members must hold the same utterances."""
     members = [{r["utt_id"]: r for r in _read_jsonl(d / f"predictions_{split}.jsonl")} for d in member_dirs]
@@ -218,7 +218,7 @@ def combine_members(
     first = member_results[names[0]]
     labels = first["labels"]
     member_dirs = [fold_dir / name for name in names]
-    test_rows, test = average_seed_predictions(member_dirs, "test", labels)
+    test_rows, test = average_member_predictions(member_dirs, "test", labels)
     write_jsonl_atomic(fold_dir / "predictions_test.jsonl", test_rows)
     runs = member_results.values()
     validation_sets = {tuple(sorted(r["protocol"].get("validation", []))) for r in runs}
@@ -226,7 +226,7 @@ def combine_members(
         validation = {"num_examples": 0}
         write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", [])
     elif len(validation_sets) == 1:
-        validation_rows, validation = average_seed_predictions(member_dirs, "validation", labels)
+        validation_rows, validation = average_member_predictions(member_dirs, "validation", labels)
         write_jsonl_atomic(fold_dir / "predictions_validation.jsonl", validation_rows)
     else:
         # train.py draws a fold's validation speakers with the training seed, so each seed may
